@@ -1,0 +1,1 @@
+"""The message bus: a protocol, an in-memory implementation and one on Kafka."""

@@ -1,0 +1,142 @@
+"""The bus on Apache Kafka through kafka-python: idempotent producer, manual commits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from knm.core.bus.protocol import OutgoingMessage, PositionsLoader, Record, TopicPartition
+
+
+def _ours(tp: Any) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def _theirs(tp: TopicPartition) -> Any:
+    return KafkaTopicPartition(tp.topic, tp.partition)
+
+
+class KafkaBus:
+    def __init__(self, *, bootstrap: str, client_id: str = "knm") -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+
+    def publisher(self) -> KafkaPublisher:
+        return KafkaPublisher(
+            KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                client_id=self.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                key_serializer=str.encode,
+            )
+        )
+
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        positions: PositionsLoader | None = None,
+    ) -> KafkaBusConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        return KafkaBusConsumer(consumer, topics=topics, positions=positions)
+
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [KafkaTopicPartition(topic, p) for p in sorted(partitions)]
+            return {_ours(tp): offset for tp, offset in consumer.end_offsets(tps).items()}
+        finally:
+            consumer.close()
+
+
+class KafkaPublisher:
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        futures = [
+            self._producer.send(
+                message.topic,
+                key=message.key,
+                value=message.value,
+                headers=list(message.headers),
+            )
+            for message in messages
+        ]
+        self._producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: KafkaBusConsumer) -> None:
+        self._owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner._assigned(frozenset(_ours(tp) for tp in assigned))
+
+
+class KafkaBusConsumer:
+    def __init__(
+        self, consumer: Any, *, topics: Sequence[str], positions: PositionsLoader | None
+    ) -> None:
+        self._consumer = consumer
+        self._positions = positions
+        consumer.subscribe(list(topics), listener=_Rebalance(self))
+
+    def _assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        if self._positions is None or not assigned:
+            return
+        for tp, offset in self._positions(assigned).items():
+            if tp in assigned:
+                self._consumer.seek(_theirs(tp), offset)
+
+    def poll(self, *, max_records: int, timeout: float) -> list[Record]:
+        batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        records: list[Record] = []
+        for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+            for message in batches[tp]:
+                key = message.key.decode() if isinstance(message.key, bytes) else message.key
+                records.append(
+                    Record(
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
+                        key=key,
+                        value=message.value,
+                        headers=tuple(message.headers or ()),
+                    )
+                )
+        return records
+
+    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        if positions:
+            self._consumer.commit(
+                {_theirs(tp): OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()}
+            )
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(_ours(tp) for tp in self._consumer.assignment())
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

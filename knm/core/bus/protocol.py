@@ -1,0 +1,74 @@
+"""The message bus as knm uses it: keyed, partitioned, ordered per key, consumer groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    # Decides the partition: messages of one key keep their order.
+    key: str
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def position(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+# Called when partitions are assigned; returns the offsets to resume from for those the
+# caller keeps its own positions for (the rest resume from the group's committed offsets).
+PositionsLoader = Callable[[frozenset[TopicPartition]], Mapping[TopicPartition, int]]
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Return once every message is durably accepted, in order per key; raise otherwise."""
+
+    def close(self) -> None: ...
+
+
+class Consumer(Protocol):
+    def poll(self, *, max_records: int, timeout: float) -> list[Record]: ...
+
+    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Record, for the group, the next offset to read of each partition."""
+
+    def assignment(self) -> frozenset[TopicPartition]: ...
+
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    def publisher(self) -> Publisher: ...
+
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        positions: PositionsLoader | None = None,
+    ) -> Consumer:
+        """A member of `group`; with no committed offset it starts at the beginning."""
+
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]: ...

@@ -1,0 +1,1 @@
+"""Event schemas: facts, intents, node commands and vrouter configuration."""

@@ -1,0 +1,63 @@
+"""Configuration from flags and `KNM_` environment variables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from knm.core.domain.model import NetworkSettings
+from knm.core.topics import Topics
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KNM_", extra="ignore")
+
+    database_url: str = "sqlite:///knm.db"
+    kafka_bootstrap: str | None = None
+    kubeconfig: str | None = None
+    topic_prefix: str = "knm."
+
+    pod_pools: Annotated[list[IPv4Network], NoDecode] = [IPv4Network("10.0.0.0/16")]
+    block_prefix: int = Field(default=26, ge=8, le=32)
+    service_pools: Annotated[list[IPv4Network], NoDecode] = [IPv4Network("10.254.0.0/16")]
+    gateway: IPv4Address = IPv4Address("169.254.1.1")
+    collection_label: str = "name"
+    uses_label: str = "uses"
+    uses_annotation: str = "knm.io/uses"
+    quarantine_seconds: float = Field(default=60.0, ge=0)
+    # Simulated nodes of the manifest source get underlay addresses from here.
+    node_underlay: IPv4Network = IPv4Network("192.168.0.0/16")
+
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    log_level: str = "INFO"
+    log_format: Literal["json", "human"] = "json"
+
+    @field_validator("pod_pools", "service_pools", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)
+
+    def network(self) -> NetworkSettings:
+        return NetworkSettings(
+            pod_pools=tuple(self.pod_pools),
+            block_prefix=self.block_prefix,
+            service_pools=tuple(self.service_pools),
+            gateway=self.gateway,
+            collection_label=self.collection_label,
+            uses_label=self.uses_label,
+            uses_annotation=self.uses_annotation,
+            quarantine=timedelta(seconds=self.quarantine_seconds),
+        )
+
+    def topics(self) -> Topics:
+        return Topics(prefix=self.topic_prefix)

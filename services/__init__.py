@@ -1,0 +1,1 @@
+"""knm's services. Each is independent of the others; all share `knm.core`."""

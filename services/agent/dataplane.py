@@ -1,0 +1,49 @@
+"""What the agent drives on its node: pod interfaces and the vrouter program."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from knm.core.events.commands import AttachRequested
+from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+
+
+@dataclass(frozen=True, slots=True)
+class PodInterface:
+    """A pod's veth pair as the node wires it: the host side is `ifname`."""
+
+    pod_uid: str
+    namespace: str
+    name: str
+    network: str
+    ip: str
+    mac: str
+    gateway: str
+    ifname: str
+
+    @classmethod
+    def of(cls, command: AttachRequested) -> PodInterface:
+        return cls(
+            pod_uid=command.pod_uid,
+            namespace=command.namespace,
+            name=command.name,
+            network=command.network,
+            ip=command.ip,
+            mac=command.mac,
+            gateway=command.gateway,
+            ifname=command.ifname,
+        )
+
+
+class Dataplane(Protocol):
+    def attach(self, iface: PodInterface) -> None:
+        """Wire the interface; a pod already wired differently is rewired."""
+
+    def detach(self, pod_uid: str) -> None:
+        """Unwire the pod's interface; an unknown pod is not an error."""
+
+    def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
+        """Converge the vrouter to this program, whatever it ran before."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,98 @@
+"""A dataplane that records what it would do: the embedded mode's vrouter, and the
+reference for what the Linux dataplane must execute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from knm.core.events.vrouter import Allow, OverlayConfigured, VipMap, VrouterConfigured
+from services.agent.dataplane import PodInterface
+from services.agent.plan import (
+    AttachInterface,
+    DetachInterface,
+    Op,
+    OverlayRoute,
+    overlay_routes,
+    plan_program,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """What one node's vrouter currently holds, for the CLI's demo table."""
+
+    node: str | None
+    interfaces: tuple[PodInterface, ...]
+    overlay_routes: tuple[OverlayRoute, ...]
+    allows: tuple[Allow, ...]
+    vips: tuple[VipMap, ...]
+
+    @property
+    def interface_count(self) -> int:
+        return len(self.interfaces)
+
+    @property
+    def overlay_route_count(self) -> int:
+        return len(self.overlay_routes)
+
+    @property
+    def allow_count(self) -> int:
+        return len(self.allows)
+
+    @property
+    def vip_count(self) -> int:
+        return len(self.vips)
+
+
+class RecordingDataplane:
+    def __init__(self) -> None:
+        self.interfaces: dict[str, PodInterface] = {}
+        self.config: VrouterConfigured | None = None
+        self.overlay: OverlayConfigured | None = None
+        self.operations: list[Op] = []
+
+    def attach(self, iface: PodInterface) -> None:
+        current = self.interfaces.get(iface.pod_uid)
+        if current == iface:
+            return
+        if current is not None:
+            self.operations.append(DetachInterface(pod_uid=current.pod_uid, ifname=current.ifname))
+        self.interfaces[iface.pod_uid] = iface
+        self.operations.append(AttachInterface(iface))
+
+    def detach(self, pod_uid: str) -> None:
+        current = self.interfaces.pop(pod_uid, None)
+        if current is not None:
+            self.operations.append(DetachInterface(pod_uid=pod_uid, ifname=current.ifname))
+
+    def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
+        self.operations += plan_program(
+            self.config,
+            config,
+            overlay_before=self.overlay,
+            overlay_after=overlay,
+            node=config.node,
+        )
+        self.config = config
+        self.overlay = overlay
+
+    def close(self) -> None:
+        # Nothing is held outside this object.
+        return None
+
+    def summary(self) -> NodeSummary:
+        config = self.config
+        routes = (
+            overlay_routes(self.overlay, node=config.node)
+            if self.overlay is not None and config is not None
+            else {}
+        )
+        return NodeSummary(
+            node=config.node if config is not None else None,
+            interfaces=tuple(
+                sorted(self.interfaces.values(), key=lambda i: (i.namespace, i.name, i.pod_uid))
+            ),
+            overlay_routes=tuple(sorted(routes.values())),
+            allows=config.allows if config is not None else (),
+            vips=config.services if config is not None else (),
+        )

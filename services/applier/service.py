@@ -1,0 +1,138 @@
+"""The applier: rebuild the desired state from the intents topic, keep backends converged.
+
+The whole compacted intents topic is the desired state, so the applier reads it from
+the beginning on every start instead of resuming from committed offsets; the commit
+only shows progress (lag). Until it has read up to where the topic ended at start it
+syncs nothing, so that backends never see the half-replayed history. Its model must see
+every partition: run one applier per group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition
+from knm.core.events.codec import UndecodableError, decode
+from knm.core.topics import Topics
+from services.applier.backend import Backend, Cause
+from services.applier.model import DesiredModel, Dirty
+from services.applier.native_backend import NativeBackend
+
+log = logging.getLogger("knm.applier")
+
+
+def from_beginning(assigned: frozenset[TopicPartition]) -> Mapping[TopicPartition, int]:
+    return dict.fromkeys(assigned, 0)
+
+
+class Applier:
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        topics: Topics,
+        gateway: str,
+        group: str = "knm-applier",
+        batch_size: int = 1000,
+        max_delay: float = 1.0,
+    ) -> None:
+        self._bus = bus
+        self._topics = topics
+        self._group = group
+        self._batch_size = batch_size
+        self._max_delay = max_delay
+        self._last_sync = time.monotonic()
+        self._backend: Backend = NativeBackend(
+            publisher=bus.publisher(), topics=topics, gateway=gateway
+        )
+        self._consumer: Consumer | None = None
+        self._horizon: dict[TopicPartition, int] = {}
+        self._read: dict[TopicPartition, int] = {}
+        self.replaying = True
+        self.model = DesiredModel()
+        # Applied to the model but not yet synced: survives a failed sync, so the next
+        # step retries it even when no new intent arrives.
+        self._unsynced = Dirty()
+        self._cause: Cause | None = None
+        self.applied = 0
+        self.undecodable = 0
+
+    def start(self) -> None:
+        self._horizon = self._bus.end_offsets(self._topics.intents)
+        self._consumer = self._bus.consumer(
+            group=self._group, topics=[self._topics.intents], positions=from_beginning
+        )
+
+    def step(self, *, timeout: float = 0.0) -> int:
+        """Apply one batch of intents and sync the backend; returns the records consumed."""
+        assert self._consumer is not None, "start() first"
+        records = self._consumer.poll(max_records=self._batch_size, timeout=timeout)
+        positions: dict[TopicPartition, int] = {}
+        for record in records:
+            positions[record.position] = record.offset + 1
+            self._apply(record)
+        self._read.update(positions)
+        if self.replaying and self._replayed():
+            self.replaying = False
+            log.info(
+                "intents replayed",
+                extra={"intents": self.applied, "nodes": len(self._unsynced.nodes)},
+            )
+        # Level-triggered: a sync converges every dirty node however many intents made it
+        # dirty, so while intents keep coming in full batches the syncs are spaced out.
+        caught_up = len(records) < self._batch_size
+        due = time.monotonic() - self._last_sync >= self._max_delay
+        if not self.replaying and self._unsynced and self._cause is not None and (caught_up or due):
+            self._backend.sync(self.model, self._unsynced, cause=self._cause)
+            self._unsynced = Dirty()
+            self._last_sync = time.monotonic()
+        if positions:
+            self._consumer.commit(positions)
+        return len(records)
+
+    def _apply(self, record: Record) -> None:
+        try:
+            message = decode(record.value)
+        except UndecodableError as error:
+            self.undecodable += 1
+            log.warning(
+                "undecodable intent skipped",
+                extra={
+                    "reason": error.reason,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.key,
+                },
+            )
+            return
+        dirty = self.model.apply(message.payload)
+        self._unsynced |= dirty
+        self._cause = Cause(event_id=message.id, occurred_at=message.occurred_at)
+        self.applied += 1
+        log.debug(
+            "intent applied",
+            extra={
+                "event_id": str(message.id),
+                "key": message.key,
+                "type": message.type,
+                "dirty_nodes": len(dirty.nodes),
+                "dirty_overlay": dirty.overlay,
+            },
+        )
+
+    def _replayed(self) -> bool:
+        return all(self._read.get(tp, 0) >= end for tp, end in self._horizon.items())
+
+    def run(self, stop: threading.Event, *, poll_timeout: float = 0.5) -> None:
+        while not stop.is_set():
+            self.step(timeout=poll_timeout)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self._backend.close()

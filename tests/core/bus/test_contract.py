@@ -1,0 +1,141 @@
+"""The contract every bus implementation keeps (in-memory now; Kafka joins with a broker)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from knm.core.bus.memory import MemoryBus
+from knm.core.bus.protocol import Bus, Consumer, OutgoingMessage, Record, TopicPartition
+
+BUSES = ["memory"]
+
+
+@pytest.fixture(params=BUSES)
+def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
+    if request.param == "memory":
+        yield MemoryBus(partitions=4)
+        return
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"contract-{uuid.uuid4().hex[:8]}"
+
+
+def drain(consumer: Consumer, *, expect: int, rounds: int = 50) -> list[Record]:
+    records: list[Record] = []
+    for _ in range(rounds):
+        records.extend(consumer.poll(max_records=1000, timeout=0.2))
+        if len(records) >= expect:
+            break
+    return records
+
+
+def publish(bus: Bus, topic: str, pairs: list[tuple[str, str]]) -> None:
+    publisher = bus.publisher()
+    publisher.publish([OutgoingMessage(topic, key, value.encode()) for key, value in pairs])
+    publisher.close()
+
+
+def test_messages_of_one_key_arrive_in_order_on_one_partition(bus: Bus, topic: str) -> None:
+    pairs = [(f"k{i % 5}", f"v{i}") for i in range(100)]
+    publish(bus, topic, pairs)
+    consumer = bus.consumer(group="g", topics=[topic])
+    records = drain(consumer, expect=100)
+    assert len(records) == 100
+    by_key: dict[str | None, list[Record]] = {}
+    for record in records:
+        by_key.setdefault(record.key, []).append(record)
+    for key, group in by_key.items():
+        assert len({r.partition for r in group}) == 1
+        assert [r.value.decode() for r in group] == [v for k, v in pairs if k == key]
+        offsets = [r.offset for r in group]
+        assert offsets == sorted(offsets)
+    consumer.close()
+
+
+def test_a_group_resumes_after_its_committed_offsets(bus: Bus, topic: str) -> None:
+    publish(bus, topic, [("k", f"v{i}") for i in range(10)])
+    first = bus.consumer(group="g", topics=[topic])
+    records = drain(first, expect=10)
+    positions: dict[TopicPartition, int] = {}
+    for record in records[:4]:
+        positions[record.position] = record.offset + 1
+    first.commit(positions)
+    first.close()
+    second = bus.consumer(group="g", topics=[topic])
+    rest = drain(second, expect=6)
+    assert [r.value for r in rest] == [f"v{i}".encode() for i in range(4, 10)]
+    second.close()
+
+
+def test_a_positions_loader_overrides_committed_offsets(bus: Bus, topic: str) -> None:
+    publish(bus, topic, [("k", f"v{i}") for i in range(10)])
+    first = bus.consumer(group="g", topics=[topic])
+    records = drain(first, expect=10)
+    first.commit({records[-1].position: records[-1].offset + 1})
+    first.close()
+
+    def from_seven(assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 7 for tp in assigned if tp == records[0].position}
+
+    second = bus.consumer(group="g", topics=[topic], positions=from_seven)
+    rest = drain(second, expect=3)
+    assert [r.value for r in rest] == [b"v7", b"v8", b"v9"]
+    second.close()
+
+
+def test_groups_are_independent(bus: Bus, topic: str) -> None:
+    publish(bus, topic, [("k", "v")])
+    one = bus.consumer(group="one", topics=[topic])
+    two = bus.consumer(group="two", topics=[topic])
+    assert len(drain(one, expect=1)) == 1
+    assert len(drain(two, expect=1)) == 1
+    one.close()
+    two.close()
+
+
+def test_members_of_a_group_share_partitions_and_each_record_goes_to_one(
+    bus: Bus, topic: str
+) -> None:
+    publish(bus, topic, [(f"k{i}", f"v{i}") for i in range(200)])
+    a = bus.consumer(group="g", topics=[topic])
+    b = bus.consumer(group="g", topics=[topic])
+    seen: list[Record] = []
+    for _ in range(50):
+        seen.extend(a.poll(max_records=1000, timeout=0.1))
+        seen.extend(b.poll(max_records=1000, timeout=0.1))
+        if len(seen) >= 200:
+            break
+    assert sorted(r.value for r in seen) == sorted(f"v{i}".encode() for i in range(200))
+    assert a.assignment().isdisjoint(b.assignment())
+    assert a.assignment() | b.assignment() == {
+        TopicPartition(topic, p) for p in range(len(bus.end_offsets(topic)))
+    }
+    a.close()
+    b.close()
+
+
+def test_poll_respects_max_records_and_headers_round_trip(bus: Bus, topic: str) -> None:
+    publisher = bus.publisher()
+    publisher.publish(
+        [OutgoingMessage(topic, "k", f"v{i}".encode(), (("h", b"x"),)) for i in range(5)]
+    )
+    consumer = bus.consumer(group="g", topics=[topic])
+    first: list[Record] = []
+    for _ in range(50):
+        first = consumer.poll(max_records=2, timeout=0.2)
+        if first:
+            break
+    assert 1 <= len(first) <= 2
+    assert first[0].headers == (("h", b"x"),)
+    consumer.close()
+
+
+def test_end_offsets_count_what_was_published(bus: Bus, topic: str) -> None:
+    publish(bus, topic, [(f"k{i}", "v") for i in range(12)])
+    assert sum(bus.end_offsets(topic).values()) == 12

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from knm.core.bus.memory import MemoryBus
+from knm.core.bus.protocol import OutgoingMessage
+from knm.core.events.base import Envelope, Event
+from knm.core.events.codec import decode
+from knm.core.events.intents import NetworkDeclared
+from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from knm.core.topics import OVERLAY_KEY
+from services.applier.model import DesiredModel
+from services.applier.native import compile_node, compile_overlay
+from services.applier.service import Applier
+from tests.services.applier.builders import (
+    GATEWAY,
+    TOPICS,
+    Shop,
+    interface,
+    publish,
+    withdrawn,
+)
+
+
+def drain(applier: Applier) -> None:
+    while applier.step():
+        pass
+
+
+def published(bus: MemoryBus) -> list[tuple[str, Envelope]]:
+    """(bus key, message) of every vrouter record; the applier always sets the key."""
+    return [(record.key or "", decode(record.value)) for record in bus.records(TOPICS.vrouter)]
+
+
+def programs(bus: MemoryBus) -> dict[str, VrouterConfigured]:
+    """The newest program of each node, as a compacted topic would keep it."""
+    newest: dict[str, VrouterConfigured] = {}
+    for _, message in published(bus):
+        if isinstance(message.payload, VrouterConfigured):
+            newest[message.payload.node] = message.payload
+    return newest
+
+
+def model_of(events: list[Event]) -> DesiredModel:
+    model = DesiredModel()
+    for event in events:
+        model.apply(event)
+    return model
+
+
+@pytest.fixture
+def bus() -> MemoryBus:
+    return MemoryBus(partitions=3)
+
+
+@pytest.fixture
+def applier(bus: MemoryBus) -> Iterator[Applier]:
+    applier = Applier(bus=bus, topics=TOPICS, gateway=GATEWAY)
+    applier.start()
+    yield applier
+    applier.close()
+
+
+def test_every_node_gets_its_compiled_program_and_the_overlay(
+    bus: MemoryBus, applier: Applier
+) -> None:
+    intents = Shop().intents()
+    publish(bus, TOPICS.intents, intents)
+
+    drain(applier)
+
+    expected = model_of(intents)
+    assert programs(bus) == {
+        node: compile_node(expected, node, gateway=GATEWAY) for node in ("n1", "n2", "n3")
+    }
+    overlays = [m.payload for _, m in published(bus) if isinstance(m.payload, OverlayConfigured)]
+    assert overlays[-1] == compile_overlay(expected)
+
+
+def test_messages_are_keyed_by_node_and_caused_by_the_last_intent(
+    bus: MemoryBus, applier: Applier
+) -> None:
+    publish(bus, TOPICS.intents, Shop().intents())
+
+    applier.step()  # one batch holds them all
+
+    # The consumer reads partition after partition, as `records` lists them.
+    consumed_last = decode(bus.records(TOPICS.intents)[-1].value)
+    records = published(bus)
+    assert sorted(key for key, _ in records) == ["_overlay", "n1", "n2", "n3"]
+    for bus_key, message in records:
+        assert message.key == (OVERLAY_KEY if bus_key == OVERLAY_KEY else f"vrouter/{bus_key}")
+        assert message.causation_id == consumed_last.id
+        assert message.occurred_at == consumed_last.occurred_at
+
+
+def test_nothing_is_republished_when_no_program_changed(bus: MemoryBus, applier: Applier) -> None:
+    shop = Shop()
+    publish(bus, TOPICS.intents, shop.intents())
+    drain(applier)
+    before = len(bus.records(TOPICS.vrouter))
+
+    # The same snapshots again, and an intent no program depends on.
+    publish(
+        bus,
+        TOPICS.intents,
+        [
+            *shop.frontend,
+            shop.redis_service,
+            NetworkDeclared(kind="pod", name="shop/redis", namespace="shop", subject="redis"),
+        ],
+    )
+    drain(applier)
+
+    assert len(bus.records(TOPICS.vrouter)) == before
+
+
+def test_a_change_republishes_only_the_programs_it_changed(
+    bus: MemoryBus, applier: Applier
+) -> None:
+    publish(bus, TOPICS.intents, Shop().intents())
+    drain(applier)
+    before = Counter(key for key, _ in published(bus))
+
+    publish(
+        bus, TOPICS.intents, [interface("f3", node="n1", network="shop/frontend", ip="10.0.0.4")]
+    )
+    drain(applier)
+
+    # n1 runs the new pod; n2 admits shop/frontend to redis. n3 and the overlay stay.
+    after = Counter(key for key, _ in published(bus))
+    assert after - before == Counter(["n1", "n2"])
+
+
+def test_a_node_whose_last_pod_left_gets_an_empty_program(bus: MemoryBus, applier: Applier) -> None:
+    shop = Shop()
+    publish(bus, TOPICS.intents, shop.intents())
+    drain(applier)
+
+    # What the allocator sends when billing's only pod goes: the pod, and its service.
+    publish(
+        bus,
+        TOPICS.intents,
+        [
+            *(withdrawn(pod) for pod in shop.billing),
+            shop.billing_service.model_copy(update={"backends": ()}),
+        ],
+    )
+    drain(applier)
+
+    last = programs(bus)["n3"]
+    assert (last.interfaces, last.networks, last.services, last.allows) == ((), (), (), ())
+
+
+def test_a_restarted_applier_publishes_the_final_state_once(
+    bus: MemoryBus, applier: Applier
+) -> None:
+    shop = Shop()
+    publish(bus, TOPICS.intents, shop.intents())
+    drain(applier)
+    # History the replay must not publish: a pod that came and went.
+    passing = interface("f9", node="n1", network="shop/frontend", ip="10.0.0.9")
+    publish(bus, TOPICS.intents, [passing])
+    drain(applier)
+    publish(bus, TOPICS.intents, [withdrawn(passing)])
+    drain(applier)
+    first = programs(bus)
+    applier.close()
+    before = Counter(key for key, _ in published(bus))
+
+    # Small batches: the replay takes many steps.
+    again = Applier(bus=bus, topics=TOPICS, gateway=GATEWAY, batch_size=2)
+    again.start()
+    drain(again)
+
+    # It forgot what it published, so it sends every program again, identical, once.
+    assert programs(bus) == first
+    after = Counter(key for key, _ in published(bus))
+    assert after - before == Counter(["n1", "n2", "n3", OVERLAY_KEY])
+    assert not again.replaying
+    again.close()
+
+
+def test_a_restarted_applier_waits_for_the_end_of_the_replay(bus: MemoryBus) -> None:
+    publish(bus, TOPICS.intents, Shop().intents())
+    applier = Applier(bus=bus, topics=TOPICS, gateway=GATEWAY, batch_size=2)
+    applier.start()
+
+    applier.step()
+
+    assert applier.replaying
+    assert bus.records(TOPICS.vrouter) == []
+
+
+def test_an_undecodable_intent_is_logged_and_skipped(
+    bus: MemoryBus, applier: Applier, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus.publisher().publish(
+        [OutgoingMessage(topic=TOPICS.intents, key="interface/x", value=b"{not json")]
+    )
+    publish(bus, TOPICS.intents, Shop().intents())
+
+    with caplog.at_level(logging.WARNING, logger="knm.applier"):
+        drain(applier)
+
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == "undecodable intent skipped"
+    assert warning.__dict__["reason"].startswith("not JSON")
+    assert warning.__dict__["key"] == "interface/x"
+    assert applier.undecodable == 1
+    assert set(programs(bus)) == {"n1", "n2", "n3"}
