@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from knm.core.bus.memory import MemoryBus
 from knm.core.clock import Clock, utcnow
 from knm.core.events.codec import decode
@@ -43,6 +45,92 @@ class EmbeddedRun:
     seconds: float
 
 
+class EmbeddedPipeline:
+    """Watcher, allocator, applier and one agent per node over one bus and one database.
+
+    `publish()` reads the manifests again and publishes what changed; `settle()` steps
+    every service until the pipeline is quiet.
+    """
+
+    def __init__(
+        self,
+        *,
+        paths: Sequence[Path],
+        nodes: int,
+        settings: Settings,
+        database_url: str,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics()
+        self.source = ManifestSource(list(paths), nodes=nodes, underlay=settings.node_underlay)
+        self.bus = MemoryBus(partitions=4)
+        self.engine: Engine = create_engine(database_url)
+        self._clock = clock
+        self.watcher = Watcher(
+            source=self.source, publisher=self.bus.publisher(), topics=self.topics, clock=clock
+        )
+        self.allocator = Allocator(
+            engine=self.engine,
+            bus=self.bus,
+            settings=settings.network(),
+            topics=self.topics,
+            batch_size=settings.batch_size,
+            clock=clock,
+        )
+        self.applier = Applier(bus=self.bus, topics=self.topics, gateway=str(settings.gateway))
+        self.dataplanes: dict[str, RecordingDataplane] = {}
+        self.agents: list[Agent] = []
+        self.facts = 0
+
+    def start(self) -> None:
+        upgrade(self.engine)
+        self.allocator.start()
+        self.applier.start()
+
+    def publish(self) -> int:
+        """Publish the manifests' changes; raises BadManifestError having published nothing."""
+        published = self.watcher.publish_changes()
+        self.facts += published
+        for node in self.source.nodes():
+            if node not in self.dataplanes:
+                dataplane = self.dataplanes[node] = RecordingDataplane()
+                agent = Agent(node=node, bus=self.bus, topics=self.topics, dataplane=dataplane)
+                agent.start()
+                self.agents.append(agent)
+        return published
+
+    def settle(self) -> None:
+        # Stage by stage, each until it has nothing left: the applier then compiles each
+        # node once per wave instead of once per allocator batch.
+        allocator, applier = self.allocator, self.applier
+        while (
+            _drain(allocator.step)
+            + allocator.relay.drain()
+            + _drain(applier.step)
+            + sum(_drain(agent.step) for agent in self.agents)
+        ):
+            pass
+
+    def document(self) -> Document:
+        with self.engine.connect() as connection:
+            return plan_document(connection)
+
+    def problems(self) -> tuple[AllocationFailed, ...]:
+        return tuple(
+            payload
+            for record in self.bus.records(self.topics.errors)
+            if isinstance(payload := decode(record.value).payload, AllocationFailed)
+        )
+
+    def close(self) -> None:
+        self.allocator.close()
+        self.applier.close()
+        for agent in self.agents:
+            agent.close()
+        self.engine.dispose()
+
+
 def run_embedded(
     *,
     paths: Sequence[Path],
@@ -54,59 +142,19 @@ def run_embedded(
     """Run the pipeline over manifests until it settles. Raises BadManifestError on bad
     input before anything is published."""
     started = time.perf_counter()
-    topics = settings.topics()
-    source = ManifestSource(list(paths), nodes=nodes, underlay=settings.node_underlay)
-    bus = MemoryBus(partitions=4)
-    engine = create_engine(database_url)
+    pipeline = EmbeddedPipeline(
+        paths=paths, nodes=nodes, settings=settings, database_url=database_url, clock=clock
+    )
     try:
-        upgrade(engine)
-        facts = Watcher(
-            source=source, publisher=bus.publisher(), topics=topics, clock=clock
-        ).publish_changes()
-        allocator = Allocator(
-            engine=engine,
-            bus=bus,
-            settings=settings.network(),
-            topics=topics,
-            batch_size=settings.batch_size,
-            clock=clock,
-        )
-        applier = Applier(bus=bus, topics=topics, gateway=str(settings.gateway))
-        dataplanes = {node: RecordingDataplane() for node in source.nodes()}
-        agents = [
-            Agent(node=node, bus=bus, topics=topics, dataplane=dataplane)
-            for node, dataplane in dataplanes.items()
-        ]
-        allocator.start()
-        applier.start()
-        for agent in agents:
-            agent.start()
-        # Stage by stage, each until it has nothing left: the applier then compiles each
-        # node once for the whole run instead of once per allocator batch.
-        while (
-            _drain(allocator.step)
-            + allocator.relay.drain()
-            + _drain(applier.step)
-            + sum(_drain(agent.step) for agent in agents)
-        ):
-            pass
-        with engine.connect() as connection:
-            document = plan_document(connection)
-        problems = tuple(
-            payload
-            for record in bus.records(topics.errors)
-            if isinstance(payload := decode(record.value).payload, AllocationFailed)
-        )
-        allocator.close()
-        applier.close()
-        for agent in agents:
-            agent.close()
+        pipeline.start()
+        pipeline.publish()
+        pipeline.settle()
         return EmbeddedRun(
-            document=document,
-            problems=problems,
-            nodes={node: dataplane.summary() for node, dataplane in dataplanes.items()},
-            facts=facts,
+            document=pipeline.document(),
+            problems=pipeline.problems(),
+            nodes={node: dp.summary() for node, dp in pipeline.dataplanes.items()},
+            facts=pipeline.facts,
             seconds=time.perf_counter() - started,
         )
     finally:
-        engine.dispose()
+        pipeline.close()

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 
-from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition
+from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition, from_beginning
 from knm.core.events.base import Envelope
 from knm.core.events.codec import UndecodableError, decode
 from knm.core.events.commands import AttachRequested, DetachRequested
@@ -24,10 +23,6 @@ from knm.core.topics import OVERLAY_KEY, Topics
 from services.agent.dataplane import Dataplane, PodInterface
 
 log = logging.getLogger("knm.agent")
-
-
-def from_beginning(assigned: frozenset[TopicPartition]) -> Mapping[TopicPartition, int]:
-    return dict.fromkeys(assigned, 0)
 
 
 class Agent:

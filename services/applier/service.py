@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 
-from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition
+from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition, from_beginning
 from knm.core.events.codec import UndecodableError, decode
 from knm.core.topics import Topics
 from services.applier.backend import Backend, Cause
@@ -22,10 +21,6 @@ from services.applier.model import DesiredModel, Dirty
 from services.applier.native_backend import NativeBackend
 
 log = logging.getLogger("knm.applier")
-
-
-def from_beginning(assigned: frozenset[TopicPartition]) -> Mapping[TopicPartition, int]:
-    return dict.fromkeys(assigned, 0)
 
 
 class Applier:

@@ -41,6 +41,11 @@ class Record:
 PositionsLoader = Callable[[frozenset[TopicPartition]], Mapping[TopicPartition, int]]
 
 
+def from_beginning(assigned: frozenset[TopicPartition]) -> Mapping[TopicPartition, int]:
+    """For consumers whose state is the whole (compacted) topic: read it all on each start."""
+    return dict.fromkeys(assigned, 0)
+
+
 class Publisher(Protocol):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         """Return once every message is durably accepted, in order per key; raise otherwise."""
