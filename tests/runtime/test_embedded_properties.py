@@ -151,11 +151,8 @@ def expectations(documents: list[dict[str, Any]], document: dict[str, Any]) -> N
             namespace = (owner or template["metadata"]).get("namespace", "default")
             if namespace != pod["namespace"]:
                 continue
-            if (
-                (owner is None
-                and pod["name"] == name)
-                or (owner
-                and pod["name"].startswith(f"{name}-"))
+            if (owner is None and pod["name"] == name) or (
+                owner and pod["name"].startswith(f"{name}-")
             ):
                 labels_of[key] = template["metadata"].get("labels", {})
                 host_of[key] = template["spec"].get("hostNetwork", False)
