@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test check lint typecheck unit venv bench clean
+.PHONY: demo test check lint typecheck unit services venv bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "knm needs Python 3.11 or newer")'
@@ -26,8 +26,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/pytest
+# PostgreSQL and Kafka on loopback, installed and started by knm's own scripts.
+services: $(STAMP)
+	$(BIN)/knm dev services up >/dev/null
+
+unit: $(STAMP) services
+	eval "$$($(BIN)/knm dev services env)" && $(BIN)/pytest
 
 check: lint typecheck
 

@@ -15,6 +15,7 @@ import logging
 import threading
 
 from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition, from_beginning
+from knm.core.deadletters import dead_letter
 from knm.core.events.base import Envelope
 from knm.core.events.codec import UndecodableError, decode
 from knm.core.events.commands import AttachRequested, DetachRequested
@@ -44,9 +45,11 @@ class Agent:
         self._group = f"{group_prefix}-{node}"
         self._batch_size = batch_size
         self._consumer: Consumer | None = None
+        self._dead_letters = bus.publisher()
         self._horizon: dict[TopicPartition, int] = {}
         self._read: dict[TopicPartition, int] = {}
         self.replaying = True
+        self.undecodable = 0
         # Commands read but not yet executed, the newest per pod, in arrival order.
         self._commands: dict[str, Envelope] = {}
         # The newest VrouterConfigured for this node, in its envelope (for the logs).
@@ -126,17 +129,16 @@ class Agent:
         try:
             return decode(record.value)
         except UndecodableError as error:
-            log.warning(
-                "undecodable message skipped",
-                extra={
-                    "reason": error.reason,
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "key": record.key,
-                    "node": self.node,
-                },
-            )
+            self.undecodable += 1
+            # A replay meets the poison of earlier runs again: it was dead-lettered then.
+            if not self.replaying:
+                self._dead_letters.publish(
+                    [
+                        dead_letter(
+                            record, reason=error.reason, consumer=self._group, topics=self._topics
+                        )
+                    ]
+                )
             return None
 
     def _execute(self, message: Envelope) -> None:
@@ -180,3 +182,4 @@ class Agent:
             self._consumer.close()
             self._consumer = None
         self._dataplane.close()
+        self._dead_letters.close()

@@ -32,6 +32,7 @@ from knm.core.domain.state import Change, ChangeSet, ClusterState
 from knm.core.store.rows import delete_keys, upsert
 from knm.core.store.schema import (
     AddressHistoryRow,
+    Base,
     BlockRow,
     FloatingIpRow,
     NamespaceRow,
@@ -230,43 +231,60 @@ def history_row(event: AddressEvent) -> Row:
 # ---- load and save -------------------------------------------------------------------------
 
 
+def namespace_record(r: Any) -> Namespace:
+    return Namespace(r.name, r.uid, r.labels)
+
+
+def node_record(r: Any) -> Node:
+    return Node(r.name, r.uid, r.address, r.labels)
+
+
+def block_record(r: Any) -> BlockRecord:
+    return BlockRecord(r.cidr, r.pool, r.node)
+
+
+def network_record(r: Any) -> NetworkRecord:
+    return NetworkRecord(NetworkKind(r.kind), r.name, r.namespace, r.subject)
+
+
+def floating_record(r: Any) -> FloatingIpRecord:
+    return FloatingIpRecord(IPv4Address(r.vip), r.service_uid, r.pod_uid)
+
+
+def policy_record(r: Any) -> PolicyRecord:
+    return PolicyRecord(
+        r.name,
+        r.from_network,
+        r.to_network,
+        r.service_uid,
+        tuple(PolicyPort(p["port"], p["protocol"]) for p in r.ports),
+    )
+
+
+def quarantine_record(r: Any) -> QuarantineRecord:
+    return QuarantineRecord(IPv4Address(r.ip), r.pool, r.released_at, r.until)
+
+
+def tombstone_record(r: Any) -> TombstoneRecord:
+    return TombstoneRecord(r.uid, r.kind, r.namespace, r.name, r.deleted_at)
+
+
 def load_state(connection: Connection, *, collection_label: str) -> ClusterState:
-    def rows(model: Any) -> Sequence[Any]:
-        return connection.execute(select(model.__table__)).all()
+    def rows(model: type[Base]) -> Sequence[Any]:
+        return connection.execute(select(table(model))).all()
 
     state = ClusterState(collection_label=collection_label)
     state.load(
-        namespaces=[Namespace(r.name, r.uid, r.labels) for r in rows(NamespaceRow)],
-        nodes=[Node(r.name, r.uid, r.address, r.labels) for r in rows(NodeRow)],
+        namespaces=[namespace_record(r) for r in rows(NamespaceRow)],
+        nodes=[node_record(r) for r in rows(NodeRow)],
         pods=[pod_record(r) for r in rows(PodRow)],
         services=[service_record(r) for r in rows(ServiceRow)],
-        blocks=[BlockRecord(r.cidr, r.pool, r.node) for r in rows(BlockRow)],
-        networks=[
-            NetworkRecord(NetworkKind(r.kind), r.name, r.namespace, r.subject)
-            for r in rows(NetworkRow)
-        ],
-        floating=[
-            FloatingIpRecord(IPv4Address(r.vip), r.service_uid, r.pod_uid)
-            for r in rows(FloatingIpRow)
-        ],
-        policies=[
-            PolicyRecord(
-                r.name,
-                r.from_network,
-                r.to_network,
-                r.service_uid,
-                tuple(PolicyPort(p["port"], p["protocol"]) for p in r.ports),
-            )
-            for r in rows(PolicyRow)
-        ],
-        quarantine=[
-            QuarantineRecord(IPv4Address(r.ip), r.pool, r.released_at, r.until)
-            for r in rows(QuarantineRow)
-        ],
-        tombstones=[
-            TombstoneRecord(r.uid, r.kind, r.namespace, r.name, r.deleted_at)
-            for r in rows(TombstoneRow)
-        ],
+        blocks=[block_record(r) for r in rows(BlockRow)],
+        networks=[network_record(r) for r in rows(NetworkRow)],
+        floating=[floating_record(r) for r in rows(FloatingIpRow)],
+        policies=[policy_record(r) for r in rows(PolicyRow)],
+        quarantine=[quarantine_record(r) for r in rows(QuarantineRow)],
+        tombstones=[tombstone_record(r) for r in rows(TombstoneRow)],
     )
     return state
 

@@ -14,6 +14,7 @@ import threading
 import time
 
 from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition, from_beginning
+from knm.core.deadletters import dead_letter
 from knm.core.events.codec import UndecodableError, decode
 from knm.core.topics import Topics
 from services.applier.backend import Backend, Cause
@@ -43,6 +44,7 @@ class Applier:
         self._backend: Backend = NativeBackend(
             publisher=bus.publisher(), topics=topics, gateway=gateway
         )
+        self._dead_letters = bus.publisher()
         self._consumer: Consumer | None = None
         self._horizon: dict[TopicPartition, int] = {}
         self._read: dict[TopicPartition, int] = {}
@@ -93,16 +95,15 @@ class Applier:
             message = decode(record.value)
         except UndecodableError as error:
             self.undecodable += 1
-            log.warning(
-                "undecodable intent skipped",
-                extra={
-                    "reason": error.reason,
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "key": record.key,
-                },
-            )
+            # A replay meets the poison of earlier runs again: it was dead-lettered then.
+            if not self.replaying:
+                self._dead_letters.publish(
+                    [
+                        dead_letter(
+                            record, reason=error.reason, consumer=self._group, topics=self._topics
+                        )
+                    ]
+                )
             return
         dirty = self.model.apply(message.payload)
         self._unsynced |= dirty
@@ -131,3 +132,4 @@ class Applier:
             self._consumer.close()
             self._consumer = None
         self._backend.close()
+        self._dead_letters.close()

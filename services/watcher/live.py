@@ -133,3 +133,18 @@ def observe_item(raw: dict[str, Any], *, resource: Resource) -> ObservedObject |
         # The API server validated it already; what knm refuses, it skips and says so.
         log.warning("skipped: %s", exc.message, extra={"resource": resource.plural})
         return None
+
+
+class ListingSource:
+    """The cluster as one snapshot per read: every resource listed afresh.
+
+    What `knm watcher` without manifests runs for now; the informer (watch, resume,
+    relist on 410 Gone) replaces the relisting in the issue that proves it against a
+    real control plane.
+    """
+
+    def __init__(self, live: LiveSource) -> None:
+        self._live = live
+
+    def snapshot(self) -> list[ObservedObject]:
+        return [found for resource in RESOURCES for found in self._live.list(resource).objects]

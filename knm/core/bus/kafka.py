@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from knm.core.bus.protocol import OutgoingMessage, PositionsLoader, Record, TopicPartition
+from knm.core.topics import TopicSpec
 
 
 def _ours(tp: Any) -> TopicPartition:
@@ -24,6 +29,35 @@ class KafkaBus:
     def __init__(self, *, bootstrap: str, client_id: str = "knm") -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self._partition_counts: dict[str, int] = {}
+
+    def partition_of(self, topic: str, key: str) -> int:
+        """Kafka's default partitioner (murmur2 of the key bytes), which knm's producer uses."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(self.end_offsets(topic))
+        return int(murmur2(key.encode()) & 0x7FFFFFFF) % count
+
+    def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        try:
+            existing = set(admin.list_topics())
+            wanted = [
+                NewTopic(
+                    name=spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=1,
+                    topic_configs=spec.config(),
+                )
+                for spec in specs
+                if spec.name not in existing
+            ]
+            # Another process may create one meanwhile: that is what we wanted too.
+            if wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(wanted)
+        finally:
+            admin.close()
 
     def publisher(self) -> KafkaPublisher:
         return KafkaPublisher(
@@ -33,7 +67,6 @@ class KafkaBus:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
-                key_serializer=str.encode,
             )
         )
 
@@ -54,7 +87,9 @@ class KafkaBus:
         return KafkaBusConsumer(consumer, topics=topics, positions=positions)
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, client_id=self.client_id, enable_auto_commit=False
+        )
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
             tps = [KafkaTopicPartition(topic, p) for p in sorted(partitions)]
@@ -71,7 +106,7 @@ class KafkaPublisher:
         futures = [
             self._producer.send(
                 message.topic,
-                key=message.key,
+                key=message.key.encode(),
                 value=message.value,
                 headers=list(message.headers),
             )
@@ -134,6 +169,13 @@ class KafkaBusConsumer:
             self._consumer.commit(
                 {_theirs(tp): OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()}
             )
+
+    def seek(self, positions: Mapping[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        for tp, offset in positions.items():
+            theirs = _theirs(tp)
+            if theirs in assigned:
+                self._consumer.seek(theirs, offset)
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(_ours(tp) for tp in self._consumer.assignment())

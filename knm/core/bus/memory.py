@@ -13,6 +13,7 @@ from knm.core.bus.protocol import (
     Record,
     TopicPartition,
 )
+from knm.core.topics import TopicSpec
 
 
 class MemoryBus:
@@ -26,6 +27,13 @@ class MemoryBus:
         self._arrived = threading.Condition(self._lock)
 
     # ---- topics ------------------------------------------------------------------------
+
+    def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        with self._lock:
+            for spec in specs:
+                if spec.name not in self._logs:
+                    self._topic_partitions[spec.name] = spec.partitions
+                    self._log(spec.name)
 
     def _log(self, topic: str) -> list[list[Record]]:
         log = self._logs.get(topic)
@@ -42,6 +50,10 @@ class MemoryBus:
         with self._lock:
             return {TopicPartition(topic, p): len(log) for p, log in enumerate(self._log(topic))}
 
+    def partition_of(self, topic: str, key: str) -> int:
+        with self._lock:
+            return zlib.crc32(key.encode()) % len(self._log(topic))
+
     def records(self, topic: str) -> list[Record]:
         """Every record of a topic, partition by partition (for tests and tools)."""
         with self._lock:
@@ -56,7 +68,7 @@ class MemoryBus:
         with self._lock:
             for message in messages:
                 log = self._log(message.topic)
-                partition = zlib.crc32(message.key.encode()) % len(log)
+                partition = self.partition_of(message.topic, message.key)
                 entries = log[partition]
                 entries.append(
                     Record(
@@ -186,6 +198,13 @@ class MemoryConsumer:
 
     def commit(self, positions: Mapping[TopicPartition, int]) -> None:
         self._bus._commit(self.group, positions)
+
+    def seek(self, positions: Mapping[TopicPartition, int]) -> None:
+        with self._bus._lock:
+            self._apply_rebalance()
+            for tp, offset in positions.items():
+                if tp in self._assignment:
+                    self._positions[tp] = offset
 
     def assignment(self) -> frozenset[TopicPartition]:
         with self._bus._lock:

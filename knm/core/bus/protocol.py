@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from knm.core.topics import TopicSpec
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class TopicPartition:
@@ -59,12 +61,18 @@ class Consumer(Protocol):
     def commit(self, positions: Mapping[TopicPartition, int]) -> None:
         """Record, for the group, the next offset to read of each partition."""
 
+    def seek(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Read these assigned partitions from these offsets next."""
+
     def assignment(self) -> frozenset[TopicPartition]: ...
 
     def close(self) -> None: ...
 
 
 class Bus(Protocol):
+    def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics that do not exist yet; existing ones are left as they are."""
+
     def publisher(self) -> Publisher: ...
 
     def consumer(
@@ -77,3 +85,6 @@ class Bus(Protocol):
         """A member of `group`; with no committed offset it starts at the beginning."""
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]: ...
+
+    def partition_of(self, topic: str, key: str) -> int:
+        """The partition a message with this key goes to (as the publisher chooses it)."""

@@ -7,6 +7,7 @@ state and the observation's own time. It does no I/O and reads no clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
@@ -35,6 +36,7 @@ from knm.core.domain.model import (
     Cause,
     CollectionRef,
     FloatingIpRecord,
+    Foreign,
     Namespace,
     NetworkKind,
     NetworkRecord,
@@ -132,24 +134,114 @@ def _stale(current: int | None, incoming: int | None) -> bool:
 class NetworkModel:
     """Applies observations to a ClusterState under a NetworkSettings."""
 
-    def __init__(self, state: ClusterState, settings: NetworkSettings) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        settings: NetworkSettings,
+        *,
+        owns: Callable[[str], bool] = lambda namespace: True,
+    ) -> None:
         if state.collection_label != settings.collection_label:
             raise ValueError("state and settings disagree on the collection label")
         self.state = state
         self.settings = settings
+        # Which namespaces this model decides for; the others' decisions it only absorbs.
+        self.owns = owns
         self._dirty_collections: set[CollectionRef] = set()
         self._freed = False
         self._pod_pools = {str(pool): pool for pool in settings.pod_pools}
 
-    def rebuild_pending(self) -> None:
-        """After a load: everything that wants an address and has none waits for one."""
+    def after_load(self) -> None:
+        """After a load: everything of ours that wants an address and has none waits for
+        one, and every policy of ours is checked against what the others did meanwhile."""
         state = self.state
         for record in sorted(state.services.values(), key=lambda r: r.uid):
-            if wants_vip(record.spec) and record.vip is None:
+            if self.owns(record.spec.namespace) and wants_vip(record.spec) and record.vip is None:
                 state.pending[("service", record.uid)] = None
         for pod in sorted(state.pods.values(), key=lambda r: r.uid):
-            if wants_address(pod.spec) and pod.ip is None:
+            if self.owns(pod.namespace) and wants_address(pod.spec) and pod.ip is None:
                 state.pending[("pod", pod.uid)] = None
+        self._dirty_collections |= set(state.members)
+        self._settle_policies()
+
+    def absorb(self, foreign: Foreign) -> None:
+        """Take in what another allocator decided, keeping every index true, so that the
+        next decisions here see its addresses, blocks, quarantine and services."""
+        state = self.state
+        for name, namespace in foreign.namespaces.items():
+            state.namespaces.set(name, namespace, journal=False)
+        for name, node in foreign.nodes.items():
+            state.nodes.set(name, node, journal=False)
+        for cidr, block in foreign.blocks.items():
+            if block is None:
+                state.delete_block(cidr, journal=False)
+            else:
+                state.put_block(block, journal=False)
+        for key, network in foreign.networks.items():
+            state.networks.set(key, network, journal=False)
+        for key, fip in foreign.floating.items():
+            state.floating.set(key, fip, journal=False)
+        for name, policy in foreign.policies.items():
+            if policy is None:
+                state.delete_policy(name, journal=False)
+            else:
+                state.put_policy(policy, journal=False)
+        for ip, held in foreign.quarantine.items():
+            if held is None:
+                if ip in state.quarantine:
+                    self._freed = True
+                    self._lower_address_hint(ip)
+                    self._lower_vip_hint(ip)
+                state.quarantine.unload(ip)
+            else:
+                state.quarantine.load(ip, held)
+                state.quarantine_queue.append((held.until, ip))
+        for uid, stone in foreign.tombstones.items():
+            state.tombstones.set(uid, stone, journal=False)
+            if stone is not None:
+                state.tombstone_queue.append((stone.deleted_at, uid))
+        self._touch_users(self._absorb_pods(foreign) | self._absorb_services(foreign))
+        self._settle_policies()
+
+    def _absorb_pods(self, foreign: Foreign) -> set[CollectionRef]:
+        state = self.state
+        touched: set[CollectionRef] = set()
+        for uid, pod in foreign.pods.items():
+            old = state.pods.get(uid)
+            if old is not None and old.ip is not None and (pod is None or pod.ip != old.ip):
+                self._freed = True
+                self._lower_address_hint(old.ip)
+            if pod is None:
+                state.delete_pod(uid, journal=False)
+            else:
+                state.put_pod(pod, journal=False)
+            self._touch_collection(old)
+            self._touch_collection(pod)
+            touched |= self._rebind(old, pod)
+        return touched
+
+    def _absorb_services(self, foreign: Foreign) -> set[CollectionRef]:
+        state = self.state
+        touched: set[CollectionRef] = set()
+        for uid, service in foreign.services.items():
+            old_service = state.services.get(uid)
+            if old_service is not None:
+                touched |= state.service_collections(old_service)
+                if old_service.vip is not None and (
+                    service is None or service.vip != old_service.vip
+                ):
+                    self._freed = True
+                    self._lower_vip_hint(old_service.vip)
+            if service is None:
+                for pod_uid in sorted(state.backends.get(uid, ())):
+                    pod_record = state.pods.get(pod_uid)
+                    if pod_record is not None:
+                        touched |= state.remove_backend(uid, pod_record)
+                state.delete_service(uid, journal=False)
+            else:
+                state.put_service(service, journal=False)
+                touched |= self._bind_service(service) | state.service_collections(service)
+        return touched
 
     def apply(self, observation: Observation, cause: Cause) -> None:
         self._expire(cause.at)
@@ -505,6 +597,19 @@ class NetworkModel:
     def _refresh_service_backends(self, record: ServiceRecord, cause: Cause) -> set[CollectionRef]:
         """Make the service's backends and floating IPs match its selector; all of them."""
         state = self.state
+        before = set(state.backends.get(record.uid, ()))
+        touched = self._bind_service(record)
+        for pod_uid in sorted(before - state.backends.get(record.uid, set())):
+            self._detach_floating(record, pod_uid, cause)
+        for pod_uid in sorted(state.backends.get(record.uid, ())):
+            pod = state.pods.get(pod_uid)
+            assert pod is not None
+            self._attach_floating(record, pod, cause)
+        return touched
+
+    def _bind_service(self, record: ServiceRecord) -> set[CollectionRef]:
+        """Index the service's backends as its selector finds them (no floating IPs)."""
+        state = self.state
         touched: set[CollectionRef] = set()
         wanted = set()
         for pod_uid in state.select_pods(record):
@@ -515,21 +620,37 @@ class NetworkModel:
         for pod_uid in sorted(current - wanted):
             pod = state.pods.get(pod_uid)
             assert pod is not None
-            self._detach_floating(record, pod_uid, cause)
             touched |= state.remove_backend(record.uid, pod)
-        for pod_uid in sorted(wanted):
+        for pod_uid in sorted(wanted - current):
             pod = state.pods.get(pod_uid)
             assert pod is not None
-            if pod_uid not in current:
-                touched |= state.add_backend(record.uid, pod)
-            self._attach_floating(record, pod, cause)
+            touched |= state.add_backend(record.uid, pod)
         return touched
 
     def _refresh_backends(self, old: PodRecord | None, new: PodRecord | None, cause: Cause) -> None:
-        """Re-decide, for one pod, which services it stands behind."""
+        """Re-decide, for one pod, which services it stands behind, and its floating IPs."""
         state = self.state
         pod = new or old
         assert pod is not None
+        before = set(state.backend_of.get(pod.uid, ()))
+        self._touch_users(self._rebind(old, new))
+        after = state.backend_of.get(pod.uid, set())
+        for service_uid in sorted(before | after):
+            service = state.services.get(service_uid)
+            if service is None:
+                continue
+            if service_uid in after:
+                assert new is not None
+                self._attach_floating(service, new, cause)
+            else:
+                self._detach_floating(service, pod.uid, cause)
+
+    def _rebind(self, old: PodRecord | None, new: PodRecord | None) -> set[CollectionRef]:
+        """Index which services one pod stands behind (no floating IPs)."""
+        state = self.state
+        pod = new or old
+        if pod is None:
+            return set()
         namespace = pod.namespace
         candidates: set[str] = set(state.backend_of.get(pod.uid, ()))
         for record in (old, new):
@@ -553,10 +674,7 @@ class NetworkModel:
             if now:
                 assert new is not None
                 touched |= state.add_backend(service_uid, new)
-                self._attach_floating(service, new, cause)
-            elif was:
-                self._detach_floating(service, pod.uid, cause)
-        self._touch_users(touched)
+        return touched
 
     def _attach_floating(self, service: ServiceRecord, pod: PodRecord, cause: Cause) -> None:
         if service.vip is None:
@@ -617,6 +735,8 @@ class NetworkModel:
         state = self.state
         dirty, self._dirty_collections = self._dirty_collections, set()
         for ref in sorted(dirty):
+            if not self.owns(ref[0]):
+                continue
             network = pod_network_name(*ref)
             desired = self._desired_policies(ref)
             for name in sorted(state.policies_from.get(network, set()) - desired.keys()):

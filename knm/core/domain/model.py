@@ -273,3 +273,19 @@ class Problem:
     code: str
     subject: str
     message: str
+
+
+@dataclass(slots=True)
+class Foreign:
+    """Records another allocator changed, as they now stand (None: deleted)."""
+
+    namespaces: dict[str, Namespace | None] = field(default_factory=dict)
+    nodes: dict[str, Node | None] = field(default_factory=dict)
+    pods: dict[str, PodRecord | None] = field(default_factory=dict)
+    services: dict[str, ServiceRecord | None] = field(default_factory=dict)
+    blocks: dict[str, BlockRecord | None] = field(default_factory=dict)
+    networks: dict[NetworkKey, NetworkRecord | None] = field(default_factory=dict)
+    floating: dict[tuple[str, str], FloatingIpRecord | None] = field(default_factory=dict)
+    policies: dict[str, PolicyRecord | None] = field(default_factory=dict)
+    quarantine: dict[IPv4Address, QuarantineRecord | None] = field(default_factory=dict)
+    tombstones: dict[str, TombstoneRecord | None] = field(default_factory=dict)

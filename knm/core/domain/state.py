@@ -84,7 +84,18 @@ class Table(Generic[K, V]):
         del self._rows[key]
 
     def load(self, key: K, value: V) -> None:
+        """Set without journaling: the value is already stored (loaded or absorbed)."""
         self._rows[key] = value
+
+    def unload(self, key: K) -> None:
+        """Remove without journaling: the row is already gone from the store."""
+        self._rows.pop(key, None)
+
+    def set(self, key: K, value: V | None, *, journal: bool) -> None:
+        if value is None:
+            (self.delete if journal else self.unload)(key)
+        else:
+            (self.put if journal else self.load)(key, value)
 
     def take_changes(self) -> list[Change[K, V]]:
         changes = [
@@ -182,18 +193,18 @@ class ClusterState:
 
     # ---- pods --------------------------------------------------------------------------
 
-    def put_pod(self, record: PodRecord) -> None:
+    def put_pod(self, record: PodRecord, *, journal: bool = True) -> None:
         old = self.pods.get(record.uid)
         if old is not None:
             self._unindex_pod(old)
-        self.pods.put(record.uid, record)
+        self.pods.set(record.uid, record, journal=journal)
         self._index_pod(record)
 
-    def delete_pod(self, uid: str) -> None:
+    def delete_pod(self, uid: str, *, journal: bool = True) -> None:
         old = self.pods.get(uid)
         if old is not None:
             self._unindex_pod(old)
-            self.pods.delete(uid)
+            self.pods.set(uid, None, journal=journal)
 
     def _index_pod(self, record: PodRecord) -> None:
         spec = record.spec
@@ -242,18 +253,18 @@ class ClusterState:
 
     # ---- services ----------------------------------------------------------------------
 
-    def put_service(self, record: ServiceRecord) -> None:
+    def put_service(self, record: ServiceRecord, *, journal: bool = True) -> None:
         old = self.services.get(record.uid)
         if old is not None:
             self._unindex_service(old)
-        self.services.put(record.uid, record)
+        self.services.set(record.uid, record, journal=journal)
         self._index_service(record)
 
-    def delete_service(self, uid: str) -> None:
+    def delete_service(self, uid: str, *, journal: bool = True) -> None:
         old = self.services.get(uid)
         if old is not None:
             self._unindex_service(old)
-            self.services.delete(uid)
+            self.services.set(uid, None, journal=journal)
 
     def _index_service(self, record: ServiceRecord) -> None:
         spec = record.spec
@@ -321,17 +332,20 @@ class ClusterState:
 
     # ---- blocks ------------------------------------------------------------------------
 
-    def put_block(self, record: BlockRecord) -> None:
-        self.blocks.put(record.cidr, record)
+    def put_block(self, record: BlockRecord, *, journal: bool = True) -> None:
+        old = self.blocks.get(record.cidr)
+        if old is not None:
+            self.delete_block(record.cidr, journal=journal)
+        self.blocks.set(record.cidr, record, journal=journal)
         blocks = self.node_blocks[record.node]
         blocks.append(IPv4Network(record.cidr))
         blocks.sort()
 
-    def delete_block(self, cidr: str) -> None:
+    def delete_block(self, cidr: str, *, journal: bool = True) -> None:
         record = self.blocks.get(cidr)
         if record is None:
             return
-        self.blocks.delete(cidr)
+        self.blocks.set(cidr, None, journal=journal)
         blocks = self.node_blocks[record.node]
         blocks.remove(IPv4Network(cidr))
         if not blocks:
@@ -343,14 +357,17 @@ class ClusterState:
 
     # ---- policies ----------------------------------------------------------------------
 
-    def put_policy(self, record: PolicyRecord) -> None:
-        self.policies.put(record.name, record)
+    def put_policy(self, record: PolicyRecord, *, journal: bool = True) -> None:
+        old = self.policies.get(record.name)
+        if old is not None:
+            _discard(self.policies_from, old.from_network, old.name)
+        self.policies.set(record.name, record, journal=journal)
         self.policies_from[record.from_network].add(record.name)
 
-    def delete_policy(self, name: str) -> None:
+    def delete_policy(self, name: str, *, journal: bool = True) -> None:
         record = self.policies.get(name)
         if record is not None:
-            self.policies.delete(name)
+            self.policies.set(name, None, journal=journal)
             _discard(self.policies_from, record.from_network, name)
 
     # ---- persistence -------------------------------------------------------------------

@@ -239,6 +239,28 @@ class OutboxRow(Base):
     created_at: Mapped[datetime]
 
 
+# ---- sharing between allocators -------------------------------------------------------------
+
+
+class JournalRow(Base):
+    """The keys each allocator batch changed, in commit order (batches hold one lock), so
+    that every other allocator reads those rows again before its next decision."""
+
+    __tablename__ = "model_journal"
+    seq: Mapped[int] = mapped_column(Serial, primary_key=True, autoincrement=True)
+    writer: Mapped[str] = mapped_column(String(64))
+    changes: Mapped[dict[str, list[Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class JournalHorizonRow(Base):
+    """Journal lines at or below `seq` were pruned: a reader behind it reloads everything."""
+
+    __tablename__ = "model_journal_horizon"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
 def table(model: type[Base]) -> Table:
     """The Core table of a mapped class (typed as a Table, which it always is here)."""
     found = model.__table__

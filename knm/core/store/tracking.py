@@ -124,6 +124,9 @@ class OutboxRelay:
             connection.execute(delete(rows_of).where(rows_of.c.seq.in_([row.seq for row in rows])))
         return len(rows)
 
+    def close(self) -> None:
+        self._publisher.close()
+
     def drain(self) -> int:
         total = 0
         while count := self.relay_once():

@@ -7,10 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from knm.core.bus.kafka import KafkaBus
 from knm.core.bus.memory import MemoryBus
 from knm.core.bus.protocol import Bus, Consumer, OutgoingMessage, Record, TopicPartition
+from knm.core.topics import TopicSpec
 
-BUSES = ["memory"]
+BUSES = ["memory", "kafka"]
 
 
 @pytest.fixture(params=BUSES)
@@ -18,15 +20,17 @@ def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
     if request.param == "memory":
         yield MemoryBus(partitions=4)
         return
-    raise AssertionError(request.param)
+    yield KafkaBus(bootstrap=request.getfixturevalue("kafka_bootstrap"))
 
 
 @pytest.fixture
-def topic() -> str:
-    return f"contract-{uuid.uuid4().hex[:8]}"
+def topic(bus: Bus) -> str:
+    name = f"contract-{uuid.uuid4().hex[:8]}"
+    bus.create_topics([TopicSpec(name, partitions=4)])
+    return name
 
 
-def drain(consumer: Consumer, *, expect: int, rounds: int = 50) -> list[Record]:
+def drain(consumer: Consumer, *, expect: int, rounds: int = 100) -> list[Record]:
     records: list[Record] = []
     for _ in range(rounds):
         records.extend(consumer.poll(max_records=1000, timeout=0.2))
@@ -44,7 +48,7 @@ def publish(bus: Bus, topic: str, pairs: list[tuple[str, str]]) -> None:
 def test_messages_of_one_key_arrive_in_order_on_one_partition(bus: Bus, topic: str) -> None:
     pairs = [(f"k{i % 5}", f"v{i}") for i in range(100)]
     publish(bus, topic, pairs)
-    consumer = bus.consumer(group="g", topics=[topic])
+    consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
     records = drain(consumer, expect=100)
     assert len(records) == 100
     by_key: dict[str | None, list[Record]] = {}
@@ -60,14 +64,14 @@ def test_messages_of_one_key_arrive_in_order_on_one_partition(bus: Bus, topic: s
 
 def test_a_group_resumes_after_its_committed_offsets(bus: Bus, topic: str) -> None:
     publish(bus, topic, [("k", f"v{i}") for i in range(10)])
-    first = bus.consumer(group="g", topics=[topic])
+    first = bus.consumer(group=f"{topic}-g", topics=[topic])
     records = drain(first, expect=10)
     positions: dict[TopicPartition, int] = {}
     for record in records[:4]:
         positions[record.position] = record.offset + 1
     first.commit(positions)
     first.close()
-    second = bus.consumer(group="g", topics=[topic])
+    second = bus.consumer(group=f"{topic}-g", topics=[topic])
     rest = drain(second, expect=6)
     assert [r.value for r in rest] == [f"v{i}".encode() for i in range(4, 10)]
     second.close()
@@ -75,7 +79,7 @@ def test_a_group_resumes_after_its_committed_offsets(bus: Bus, topic: str) -> No
 
 def test_a_positions_loader_overrides_committed_offsets(bus: Bus, topic: str) -> None:
     publish(bus, topic, [("k", f"v{i}") for i in range(10)])
-    first = bus.consumer(group="g", topics=[topic])
+    first = bus.consumer(group=f"{topic}-g", topics=[topic])
     records = drain(first, expect=10)
     first.commit({records[-1].position: records[-1].offset + 1})
     first.close()
@@ -83,7 +87,7 @@ def test_a_positions_loader_overrides_committed_offsets(bus: Bus, topic: str) ->
     def from_seven(assigned: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: 7 for tp in assigned if tp == records[0].position}
 
-    second = bus.consumer(group="g", topics=[topic], positions=from_seven)
+    second = bus.consumer(group=f"{topic}-g", topics=[topic], positions=from_seven)
     rest = drain(second, expect=3)
     assert [r.value for r in rest] == [b"v7", b"v8", b"v9"]
     second.close()
@@ -91,8 +95,8 @@ def test_a_positions_loader_overrides_committed_offsets(bus: Bus, topic: str) ->
 
 def test_groups_are_independent(bus: Bus, topic: str) -> None:
     publish(bus, topic, [("k", "v")])
-    one = bus.consumer(group="one", topics=[topic])
-    two = bus.consumer(group="two", topics=[topic])
+    one = bus.consumer(group=f"{topic}-one", topics=[topic])
+    two = bus.consumer(group=f"{topic}-two", topics=[topic])
     assert len(drain(one, expect=1)) == 1
     assert len(drain(two, expect=1)) == 1
     one.close()
@@ -103,13 +107,13 @@ def test_members_of_a_group_share_partitions_and_each_record_goes_to_one(
     bus: Bus, topic: str
 ) -> None:
     publish(bus, topic, [(f"k{i}", f"v{i}") for i in range(200)])
-    a = bus.consumer(group="g", topics=[topic])
-    b = bus.consumer(group="g", topics=[topic])
+    a = bus.consumer(group=f"{topic}-g", topics=[topic])
+    b = bus.consumer(group=f"{topic}-g", topics=[topic])
     seen: list[Record] = []
-    for _ in range(50):
+    for _ in range(200):
         seen.extend(a.poll(max_records=1000, timeout=0.1))
         seen.extend(b.poll(max_records=1000, timeout=0.1))
-        if len(seen) >= 200:
+        if len(seen) >= 200 and a.assignment() and b.assignment():
             break
     assert sorted(r.value for r in seen) == sorted(f"v{i}".encode() for i in range(200))
     assert a.assignment().isdisjoint(b.assignment())
@@ -125,7 +129,7 @@ def test_poll_respects_max_records_and_headers_round_trip(bus: Bus, topic: str) 
     publisher.publish(
         [OutgoingMessage(topic, "k", f"v{i}".encode(), (("h", b"x"),)) for i in range(5)]
     )
-    consumer = bus.consumer(group="g", topics=[topic])
+    consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
     first: list[Record] = []
     for _ in range(50):
         first = consumer.poll(max_records=2, timeout=0.2)
@@ -139,3 +143,29 @@ def test_poll_respects_max_records_and_headers_round_trip(bus: Bus, topic: str) 
 def test_end_offsets_count_what_was_published(bus: Bus, topic: str) -> None:
     publish(bus, topic, [(f"k{i}", "v") for i in range(12)])
     assert sum(bus.end_offsets(topic).values()) == 12
+
+
+def test_creating_topics_is_idempotent(bus: Bus, topic: str) -> None:
+    bus.create_topics([TopicSpec(topic, partitions=4)])
+    assert len(bus.end_offsets(topic)) == 4
+
+
+def test_partition_of_says_where_a_key_goes(bus: Bus, topic: str) -> None:
+    keys = [f"namespace-{i}" for i in range(40)]
+    publish(bus, topic, [(key, key) for key in keys])
+    consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
+    records = drain(consumer, expect=40)
+    assert {r.key: r.partition for r in records} == {
+        key: bus.partition_of(topic, key) for key in keys
+    }
+    consumer.close()
+
+
+def test_seek_rereads_from_the_given_offsets(bus: Bus, topic: str) -> None:
+    publish(bus, topic, [("k", f"v{i}") for i in range(6)])
+    consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
+    records = drain(consumer, expect=6)
+    consumer.seek({records[0].position: 2})
+    again = drain(consumer, expect=4)
+    assert [r.value for r in again] == [b"v2", b"v3", b"v4", b"v5"]
+    consumer.close()

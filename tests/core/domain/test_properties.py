@@ -136,6 +136,10 @@ def test_indexes_kept_incrementally_equal_indexes_rebuilt_from_records(
     observations: list[Observation],
 ) -> None:
     state, _ = run(observations)
+    assert_indexes_match_records(state)
+
+
+def assert_indexes_match_records(state: ClusterState) -> None:
     fresh = ClusterState(collection_label="name")
     fresh.load(
         namespaces=list(state.namespaces.values()),

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterator
 
@@ -196,20 +195,24 @@ def test_a_restarted_applier_waits_for_the_end_of_the_replay(bus: MemoryBus) -> 
     assert bus.records(TOPICS.vrouter) == []
 
 
-def test_an_undecodable_intent_is_logged_and_skipped(
-    bus: MemoryBus, applier: Applier, caplog: pytest.LogCaptureFixture
+def test_an_undecodable_intent_goes_to_dead_letters_and_the_rest_is_applied(
+    bus: MemoryBus, applier: Applier
 ) -> None:
+    # Met during the replay at start: counted only, it was dead-lettered when first read.
     bus.publisher().publish(
         [OutgoingMessage(topic=TOPICS.intents, key="interface/x", value=b"{not json")]
     )
-    publish(bus, TOPICS.intents, Shop().intents())
-
-    with caplog.at_level(logging.WARNING, logger="knm.applier"):
-        drain(applier)
-
-    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.getMessage() == "undecodable intent skipped"
-    assert warning.__dict__["reason"].startswith("not JSON")
-    assert warning.__dict__["key"] == "interface/x"
+    drain(applier)
     assert applier.undecodable == 1
+    assert bus.records(TOPICS.dead_letters) == []
+    # Met live: dead-lettered with the reason, and the intents around it still applied.
+    bus.publisher().publish(
+        [OutgoingMessage(topic=TOPICS.intents, key="interface/y", value=b'{"type": "Nope"}')]
+    )
+    publish(bus, TOPICS.intents, Shop().intents())
+    drain(applier)
+    assert applier.undecodable == 2
+    (dead,) = bus.records(TOPICS.dead_letters)
+    assert dead.key == "interface/y"
+    assert "Nope" in dict(dead.headers)["knm-reason"].decode()
     assert set(programs(bus)) == {"n1", "n2", "n3"}

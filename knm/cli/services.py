@@ -1,0 +1,156 @@
+"""`knm watcher|allocator|applier|agent`: each service as its own process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from kubernetes import client
+from kubernetes import config as kube
+
+from knm.cli.common import (
+    BadInputError,
+    DatabaseOption,
+    HealthHostOption,
+    HealthPortOption,
+    KafkaOption,
+    PrefixOption,
+    reported,
+    settings,
+)
+from knm.core import logs
+from knm.core.settings import Settings
+from knm.runtime.distributed import (
+    AgentProcess,
+    AllocatorProcess,
+    ApplierProcess,
+    WatcherProcess,
+    manifest_source,
+)
+from knm.runtime.health import Health
+from knm.runtime.process import Service, run, stop_on_signals
+from services.watcher.live import ListingSource, LiveSource
+from services.watcher.service import Source
+
+
+def _serve(
+    process: Service,
+    *,
+    name: str,
+    health: Health,
+    port: int | None,
+    host: str,
+) -> None:
+    stop = stop_on_signals()
+    server = health.serve(host=host, port=port) if port is not None else None
+    try:
+        run(process, name=name, health=health, stop=stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def _configured(**overrides: object) -> Settings:
+    found = settings(**overrides)
+    logs.configure(level=found.log_level, format=found.log_format)
+    return found
+
+
+@reported
+def watcher(
+    *,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("--file", "-f", help="Publish these manifests (files or folders)."),
+    ] = None,
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="Simulated nodes.")] = 2,
+    interval: Annotated[float, typer.Option(help="Seconds between reads.")] = 5.0,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Without -f: the cluster (default KNM_KUBECONFIG).")
+    ] = None,
+    kafka_bootstrap: KafkaOption = None,
+    topic_prefix: PrefixOption = None,
+    health_port: HealthPortOption = None,
+    health_host: HealthHostOption = "127.0.0.1",
+) -> None:
+    """Publish facts: of manifests with -f, else of the cluster (listing it every interval)."""
+    config = _configured(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, kubeconfig=kubeconfig
+    )
+    if files:
+        source = manifest_source(files, nodes=nodes, settings=config)
+    else:
+        source = _cluster_source(config)
+    process = WatcherProcess(source=source, settings=config, interval=interval)
+    _serve(process, name="watcher", health=process.health(), port=health_port, host=health_host)
+
+
+def _cluster_source(config: Settings) -> Source:
+    if config.kubeconfig:
+        api = kube.new_client_from_config(config_file=config.kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            kube.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kube.ConfigException:
+            raise BadInputError(
+                "no cluster to watch: give -f manifests, or --kubeconfig / KNM_KUBECONFIG"
+            ) from None
+        api = client.ApiClient()
+    return ListingSource(LiveSource(api))
+
+
+@reported
+def allocator(
+    *,
+    database_url: DatabaseOption = None,
+    kafka_bootstrap: KafkaOption = None,
+    topic_prefix: PrefixOption = None,
+    health_port: HealthPortOption = None,
+    health_host: HealthHostOption = "127.0.0.1",
+) -> None:
+    """Consume facts, keep the addresses in the database, emit intents and node commands."""
+    config = _configured(
+        database_url=database_url, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix
+    )
+    process = AllocatorProcess(settings=config)
+    _serve(process, name="allocator", health=process.health(), port=health_port, host=health_host)
+
+
+@reported
+def applier(
+    *,
+    kafka_bootstrap: KafkaOption = None,
+    topic_prefix: PrefixOption = None,
+    health_port: HealthPortOption = None,
+    health_host: HealthHostOption = "127.0.0.1",
+) -> None:
+    """Compile intents into each node's vrouter program (the native backend)."""
+    config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    process = ApplierProcess(settings=config)
+    _serve(process, name="applier", health=process.health(), port=health_port, host=health_host)
+
+
+@reported
+def agent(
+    *,
+    node: Annotated[str, typer.Option("--node", envvar="KNM_NODE", help="This node's name.")],
+    dataplane: Annotated[
+        str, typer.Option(help="recording (the Linux dataplane comes with its own issue).")
+    ] = "recording",
+    kafka_bootstrap: KafkaOption = None,
+    topic_prefix: PrefixOption = None,
+    health_port: HealthPortOption = None,
+    health_host: HealthHostOption = "127.0.0.1",
+) -> None:
+    """Wire this node's pods and program its vrouter; /state shows what it holds."""
+    if dataplane != "recording":
+        raise BadInputError(f"unknown dataplane {dataplane!r}: this knm has `recording`")
+    config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    process = AgentProcess(settings=config, node=node)
+    _serve(process, name="agent", health=process.health(), port=health_port, host=health_host)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (watcher, allocator, applier, agent):
+        app.command()(command)

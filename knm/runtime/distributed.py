@@ -1,0 +1,211 @@
+"""The services as separate processes on Kafka and PostgreSQL: how each is put together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from knm.core.bus.kafka import KafkaBus
+from knm.core.clock import utcnow
+from knm.core.settings import Settings
+from knm.core.store.database import create_engine
+from knm.runtime.health import Health
+from knm.runtime.process import ConfigurationError
+from services.agent.recording import RecordingDataplane
+from services.agent.service import Agent
+from services.allocator.service import Allocator
+from services.applier.service import Applier
+from services.watcher.errors import BadManifestError
+from services.watcher.service import Source, Watcher
+from services.watcher.source import ManifestSource
+
+log = logging.getLogger("knm.process")
+
+
+def kafka_bus(settings: Settings, *, client_id: str) -> KafkaBus:
+    if not settings.kafka_bootstrap:
+        raise ConfigurationError(
+            "KNM_KAFKA_BOOTSTRAP is not set: a service process talks to Kafka "
+            "(for a local one: `knm dev services up`; `knm demo` runs without)"
+        )
+    return KafkaBus(bootstrap=settings.kafka_bootstrap, client_id=client_id)
+
+
+def database(settings: Settings) -> Engine:
+    return create_engine(settings.database_url)
+
+
+class WatcherProcess:
+    """Publishes the source's changes now, then every `interval` seconds."""
+
+    def __init__(self, *, source: Source, settings: Settings, interval: float) -> None:
+        self._bus = kafka_bus(settings, client_id="knm-watcher")
+        self._publisher = self._bus.publisher()
+        self._watcher = Watcher(
+            source=source, publisher=self._publisher, topics=settings.topics(), clock=utcnow
+        )
+        self._interval = interval
+        self._next = 0.0
+        self._read_once = False
+        self._last_error: str | None = None
+        self.published = 0
+
+    def start(self) -> None:
+        return None
+
+    def step(self, *, timeout: float = 0.0) -> int:
+        wait = self._next - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, timeout))
+            return 0
+        self._next = time.monotonic() + self._interval
+        try:
+            published = self._watcher.publish_changes()
+        except BadManifestError as error:
+            if not self._read_once:
+                raise  # bad input at start: the process says so and exits 2
+            if error.message != self._last_error:
+                log.error("manifests unreadable; keeping the last snapshot: %s", error.message)
+            self._last_error = error.message
+            return 0
+        self._read_once = True
+        self._last_error = None
+        self.published += published
+        return published
+
+    def close(self) -> None:
+        self._publisher.close()
+
+    def health(self) -> Health:
+        return Health(
+            service="watcher",
+            ready=lambda: self._read_once,
+            counters=lambda: {"facts_published_total": self.published},
+        )
+
+
+class AllocatorProcess:
+    def __init__(self, *, settings: Settings) -> None:
+        self._engine = database(settings)
+        self.allocator = Allocator(
+            engine=self._engine,
+            bus=kafka_bus(settings, client_id="knm-allocator"),
+            settings=settings.network(),
+            topics=settings.topics(),
+            batch_size=settings.batch_size,
+        )
+        self.relayed = 0
+
+    def start(self) -> None:
+        self.allocator.start()
+
+    def step(self, *, timeout: float = 0.0) -> int:
+        consumed = self.allocator.step(timeout=timeout)
+        self.relayed += self.allocator.relay.drain()
+        return consumed
+
+    def close(self) -> None:
+        self.allocator.close()
+        self._engine.dispose()
+
+    def health(self) -> Health:
+        allocator = self.allocator
+        return Health(
+            service="allocator",
+            ready=lambda: allocator.ready,
+            counters=lambda: {
+                "facts_applied_total": allocator.applied,
+                "facts_skipped_total": allocator.skipped,
+                "dead_letters_total": allocator.dead_lettered,
+                "messages_relayed_total": self.relayed,
+            },
+        )
+
+
+class ApplierProcess:
+    def __init__(self, *, settings: Settings) -> None:
+        self.applier = Applier(
+            bus=kafka_bus(settings, client_id="knm-applier"),
+            topics=settings.topics(),
+            gateway=str(settings.gateway),
+        )
+
+    def start(self) -> None:
+        self.applier.start()
+
+    def step(self, *, timeout: float = 0.0) -> int:
+        return self.applier.step(timeout=timeout)
+
+    def close(self) -> None:
+        self.applier.close()
+
+    def health(self) -> Health:
+        applier = self.applier
+        return Health(
+            service="applier",
+            ready=lambda: not applier.replaying,
+            counters=lambda: {
+                "intents_applied_total": applier.applied,
+                "dead_letters_total": applier.undecodable,
+            },
+        )
+
+
+class AgentProcess:
+    def __init__(self, *, settings: Settings, node: str) -> None:
+        self.dataplane = RecordingDataplane()
+        self.agent = Agent(
+            node=node,
+            bus=kafka_bus(settings, client_id=f"knm-agent-{node}"),
+            topics=settings.topics(),
+            dataplane=self.dataplane,
+        )
+
+    def start(self) -> None:
+        self.agent.start()
+
+    def step(self, *, timeout: float = 0.0) -> int:
+        return self.agent.step(timeout=timeout)
+
+    def close(self) -> None:
+        self.agent.close()
+
+    def state(self) -> Mapping[str, Any]:
+        config = self.agent.config
+        return {
+            "node": self.agent.node,
+            "replaying": self.agent.replaying,
+            "interfaces": [
+                {
+                    "pod_uid": i.pod_uid,
+                    "namespace": i.namespace,
+                    "name": i.name,
+                    "ip": i.ip,
+                    "network": i.network,
+                }
+                for i in sorted(self.dataplane.interfaces.values(), key=lambda i: i.pod_uid)
+            ],
+            "program_revision": config.revision if config is not None else None,
+            "overlay_revision": self.agent.overlay.revision,
+        }
+
+    def health(self) -> Health:
+        agent = self.agent
+        return Health(
+            service="agent",
+            ready=lambda: not agent.replaying,
+            counters=lambda: {
+                "interfaces": len(self.dataplane.interfaces),
+                "dead_letters_total": agent.undecodable,
+            },
+            state=self.state,
+        )
+
+
+def manifest_source(paths: Sequence[Path], *, nodes: int, settings: Settings) -> Source:
+    return ManifestSource(list(paths), nodes=nodes, underlay=settings.node_underlay)
