@@ -83,6 +83,9 @@ class KafkaBus:
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A member that died is noticed in seconds (the broker's minimum is 6 s).
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=2000,
         )
         return KafkaBusConsumer(consumer, topics=topics, positions=positions)
 
