@@ -9,10 +9,12 @@ from typing import Any
 import yaml
 
 
-def tiers(*, namespaces: int, tiers_per_namespace: int, replicas: int) -> list[dict[str, Any]]:
+def tiers(
+    *, namespaces: int, tiers_per_namespace: int, replicas: int, prefix: str = "team"
+) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = []
     for n in range(namespaces):
-        namespace = f"team-{n}"
+        namespace = f"{prefix}-{n}"
         documents.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for t in range(tiers_per_namespace):
             tier = f"tier-{t}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -90,6 +91,9 @@ class WatcherProcess:
 
 
 class AllocatorProcess:
+    """The allocator, and beside it in a thread the relay publishing its outbox (their
+    waits on the database and the bus overlap)."""
+
     def __init__(self, *, settings: Settings) -> None:
         self._engine = database(settings)
         self.allocator = Allocator(
@@ -99,17 +103,24 @@ class AllocatorProcess:
             topics=settings.topics(),
             batch_size=settings.batch_size,
         )
-        self.relayed = 0
+        self._stop_relay = threading.Event()
+        self._relay = threading.Thread(
+            target=self.allocator.relay.run, args=(self._stop_relay,), name="relay", daemon=True
+        )
 
     def start(self) -> None:
         self.allocator.start()
+        if not self._relay.is_alive():
+            self._relay.start()
 
     def step(self, *, timeout: float = 0.0) -> int:
-        consumed = self.allocator.step(timeout=timeout)
-        self.relayed += self.allocator.relay.drain()
-        return consumed
+        return self.allocator.step(timeout=timeout)
 
     def close(self) -> None:
+        self._stop_relay.set()
+        self.allocator.relay.nudge()
+        if self._relay.is_alive():
+            self._relay.join(timeout=30)
         self.allocator.close()
         self._engine.dispose()
 
@@ -122,7 +133,7 @@ class AllocatorProcess:
                 "facts_applied_total": allocator.applied,
                 "facts_skipped_total": allocator.skipped,
                 "dead_letters_total": allocator.dead_lettered,
-                "messages_relayed_total": self.relayed,
+                "messages_relayed_total": allocator.relay.relayed,
             },
         )
 

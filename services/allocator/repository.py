@@ -29,7 +29,7 @@ from knm.core.domain.model import (
     TombstoneRecord,
 )
 from knm.core.domain.state import Change, ChangeSet, ClusterState
-from knm.core.store.rows import delete_keys, upsert
+from knm.core.store.rows import delete_keys, insert_rows
 from knm.core.store.schema import (
     AddressHistoryRow,
     Base,
@@ -296,31 +296,16 @@ def _apply(
     *,
     to_row: Callable[[V], Row],
     key_of: Callable[[K], tuple[Any, ...]],
-    releases_first: Callable[[Change[K, V]], bool] | None = None,
 ) -> None:
-    gone = [key_of(c.key) for c in changes if c.after is None]
-    delete_keys(connection, table, gone)
-    kept = [c for c in changes if c.after is not None]
-    if releases_first is not None:
-        # Rows giving up a unique value are written before rows taking one.
-        kept.sort(key=lambda c: not releases_first(c))
-    upsert(connection, table, [to_row(c.after) for c in kept if c.after is not None])
+    """Write a batch's changes to one table: every changed key's old row goes, then the
+    new rows arrive in one multi-row INSERT.
 
-
-def _gives_up_ip(change: Change[str, PodRecord]) -> bool:
-    return (
-        change.before is not None
-        and change.before.ip is not None
-        and (change.after is None or change.after.ip != change.before.ip)
-    )
-
-
-def _gives_up_vip(change: Change[str, ServiceRecord]) -> bool:
-    return (
-        change.before is not None
-        and change.before.vip is not None
-        and (change.after is None or change.after.vip != change.before.vip)
-    )
+    Cheaper than an upsert per row (which drivers send one by one), and since all the
+    deletions come first, a unique address moving from one row to another in the same
+    batch never collides with itself.
+    """
+    delete_keys(connection, table, [key_of(c.key) for c in changes if c.before is not None])
+    insert_rows(connection, table, [to_row(c.after) for c in changes if c.after is not None])
 
 
 def save_changes(connection: Connection, changes: ChangeSet) -> None:
@@ -336,22 +321,8 @@ def save_changes(connection: Connection, changes: ChangeSet) -> None:
     _apply(connection, table(NamespaceRow), changes.namespaces, to_row=namespace_row, key_of=single)
     _apply(connection, table(NodeRow), changes.nodes, to_row=node_row, key_of=single)
     _apply(connection, table(BlockRow), changes.blocks, to_row=block_row, key_of=single)
-    _apply(
-        connection,
-        table(PodRow),
-        changes.pods,
-        to_row=pod_row,
-        key_of=single,
-        releases_first=_gives_up_ip,
-    )
-    _apply(
-        connection,
-        table(ServiceRow),
-        changes.services,
-        to_row=service_row,
-        key_of=single,
-        releases_first=_gives_up_vip,
-    )
+    _apply(connection, table(PodRow), changes.pods, to_row=pod_row, key_of=single)
+    _apply(connection, table(ServiceRow), changes.services, to_row=service_row, key_of=single)
     _apply(connection, table(NetworkRow), changes.networks, to_row=network_row, key_of=pair)
     _apply(connection, table(FloatingIpRow), changes.floating, to_row=floating_row, key_of=pair)
     _apply(connection, table(PolicyRow), changes.policies, to_row=policy_row, key_of=single)
@@ -363,7 +334,4 @@ def save_changes(connection: Connection, changes: ChangeSet) -> None:
         key_of=ip_key,
     )
     _apply(connection, table(TombstoneRow), changes.tombstones, to_row=tombstone_row, key_of=single)
-    if changes.history:
-        connection.execute(
-            table(AddressHistoryRow).insert(), [history_row(e) for e in changes.history]
-        )
+    insert_rows(connection, table(AddressHistoryRow), [history_row(e) for e in changes.history])

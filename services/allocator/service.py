@@ -227,6 +227,7 @@ class Allocator:
                 self._seen = seq
             self._housekeeping(connection, now)
         self._stale = False
+        self.relay.nudge()
         self.dead_lettered += len(dead)
         return positions, len(fresh), len(decoded) - len(fresh)
 

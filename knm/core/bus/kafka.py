@@ -163,6 +163,7 @@ class KafkaBusConsumer:
                         key=key,
                         value=message.value,
                         headers=tuple(message.headers or ()),
+                        timestamp_ms=message.timestamp,
                     )
                 )
         return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,7 @@ class MemoryBus:
                         key=message.key,
                         value=message.value,
                         headers=message.headers,
+                        timestamp_ms=int(time.time() * 1000),
                     )
                 )
             self._arrived.notify_all()

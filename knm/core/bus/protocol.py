@@ -32,6 +32,8 @@ class Record:
     key: str | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    # When the bus accepted it (producer time), in milliseconds since the epoch.
+    timestamp_ms: int | None = None
 
     @property
     def position(self) -> TopicPartition:

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -47,7 +46,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+# Plain JSON on PostgreSQL too: knm writes these far more than it queries inside them,
+# and JSON is stored as given while JSONB is parsed and rebuilt on every insert.
+Json = JSON()
 # SQLite only autoincrements an INTEGER PRIMARY KEY.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
 

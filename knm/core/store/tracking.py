@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, select, text
 
 from knm.core.bus.protocol import OutgoingMessage, Publisher, TopicPartition
-from knm.core.store.rows import upsert
+from knm.core.store.rows import insert_rows, upsert
 from knm.core.store.schema import InboxRow, OutboxRow, PositionRow, table
+
+log = logging.getLogger("knm.relay")
 
 
 def already_applied(connection: Connection, *, consumer: str, event_ids: Iterable[str]) -> set[str]:
@@ -31,8 +35,7 @@ def record_applied(
     connection: Connection, *, consumer: str, event_ids: Iterable[str], at: datetime
 ) -> None:
     rows = [{"consumer": consumer, "event_id": eid, "processed_at": at} for eid in event_ids]
-    if rows:
-        connection.execute(table(InboxRow).insert(), rows)
+    insert_rows(connection, table(InboxRow), rows)
 
 
 def forget_applied_before(connection: Connection, *, consumer: str, before: datetime) -> int:
@@ -72,10 +75,9 @@ def save_positions(
 
 
 def enqueue(connection: Connection, messages: Sequence[OutgoingMessage], *, at: datetime) -> None:
-    if not messages:
-        return
-    connection.execute(
-        table(OutboxRow).insert(),
+    insert_rows(
+        connection,
+        table(OutboxRow),
         [
             {
                 "topic": message.topic,
@@ -89,6 +91,11 @@ def enqueue(connection: Connection, messages: Sequence[OutgoingMessage], *, at: 
     )
 
 
+# pg_try_advisory_xact_lock key: one relay publishes at a time, so the outbox leaves in
+# the order it was written even when several processes relay it.
+RELAY_LOCK = 0x6B6E6D02
+
+
 class OutboxRelay:
     """Publishes committed outbox messages in order, then deletes them.
 
@@ -100,13 +107,39 @@ class OutboxRelay:
         self._engine = engine
         self._publisher = publisher
         self._batch = batch
+        self._work = threading.Event()
+        self.relayed = 0
+
+    def nudge(self) -> None:
+        """Say that a transaction committed outbox messages (wakes `run` early)."""
+        self._work.set()
+
+    def run(self, stop: threading.Event, *, idle: float = 0.5, max_backoff: float = 10.0) -> None:
+        """Relay until `stop`; on failure wait and retry (nothing is lost: it stays put)."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                moved = self.drain()
+                delay = 0.5
+            except Exception as error:  # the bus or the database is away
+                log.warning("relay failed; retrying", extra={"error": str(error)[:300]})
+                stop.wait(delay)
+                delay = min(delay * 2, max_backoff)
+                continue
+            if not moved:
+                self._work.wait(idle)
+                self._work.clear()
 
     def relay_once(self) -> int:
         rows_of = table(OutboxRow)
         with self._engine.begin() as connection:
-            query = select(rows_of).order_by(rows_of.c.seq).limit(self._batch)
             if connection.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+                locked = connection.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK}
+                ).scalar()
+                if not locked:
+                    return 0
+            query = select(rows_of).order_by(rows_of.c.seq).limit(self._batch)
             rows = connection.execute(query).all()
             if not rows:
                 return 0
@@ -122,6 +155,7 @@ class OutboxRelay:
                 ]
             )
             connection.execute(delete(rows_of).where(rows_of.c.seq.in_([row.seq for row in rows])))
+        self.relayed += len(rows)
         return len(rows)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -137,6 +138,16 @@ def test_poll_respects_max_records_and_headers_round_trip(bus: Bus, topic: str) 
             break
     assert 1 <= len(first) <= 2
     assert first[0].headers == (("h", b"x"),)
+    consumer.close()
+
+
+def test_records_carry_the_time_the_bus_took_them(bus: Bus, topic: str) -> None:
+    before = int(time.time() * 1000)
+    publish(bus, topic, [("k", "v")])
+    consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
+    (record,) = drain(consumer, expect=1)
+    assert record.timestamp_ms is not None
+    assert before - 1000 <= record.timestamp_ms <= int(time.time() * 1000) + 1000
     consumer.close()
 
 
