@@ -195,3 +195,30 @@ def test_nothing_is_half_persisted_on_bad_input(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert plan_document(connection)["pods"] == []
     engine.dispose()
+
+
+def test_state_prints_the_allocators_state_in_the_contract_of_plan(tmp_path: Path) -> None:
+    database = tmp_path / "demo.db"
+    demo = knm("demo", "--db", str(database), "--format", "json")
+    assert demo.returncode == 0, demo.stderr
+    state = knm("state", "--format", "json", env={"KNM_DATABASE_URL": f"sqlite:///{database}"})
+    assert state.returncode == 0, state.stderr
+    assert json.loads(state.stdout) == json.loads(demo.stdout)
+
+
+def test_a_service_refuses_a_database_without_the_schema_saying_what_to_run(
+    tmp_path: Path,
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    for command in (["state"], ["allocator"]):
+        result = knm(
+            *command, env={"KNM_DATABASE_URL": empty, "KNM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "knm db upgrade" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_service_without_kafka_configured_says_so() -> None:
+    result = knm("applier", env={"KNM_KAFKA_BOOTSTRAP": ""})
+    assert result.returncode == 2
+    assert "KNM_KAFKA_BOOTSTRAP" in result.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -60,14 +60,15 @@ class KafkaBus:
             admin.close()
 
     def publisher(self) -> KafkaPublisher:
-        return KafkaPublisher(
-            KafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                client_id=self.client_id,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-            )
+        return KafkaPublisher(self._producer)
+
+    def _producer(self) -> Any:
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
         )
 
     def consumer(
@@ -102,10 +103,15 @@ class KafkaBus:
 
 
 class KafkaPublisher:
-    def __init__(self, producer: Any) -> None:
-        self._producer = producer
+    """Connects on first use, so a service can be built before the broker is reachable."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._producer: Any = None
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self._producer is None:
+            self._producer = self._connect()
         futures = [
             self._producer.send(
                 message.topic,
@@ -120,7 +126,9 @@ class KafkaPublisher:
             future.get(timeout=30)
 
     def close(self) -> None:
-        self._producer.close()
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
