@@ -82,7 +82,8 @@ def watcher(
         source = manifest_source(files, nodes=nodes, settings=config)
     else:
         source = _cluster_source(config)
-    process = WatcherProcess(source=source, settings=config, interval=interval)
+    # Files can be caught mid-write; a cluster listing is always whole.
+    process = WatcherProcess(source=source, settings=config, interval=interval, settle=bool(files))
     _serve(process, name="watcher", health=process.health(), port=health_port, host=health_host)
 
 

@@ -44,11 +44,17 @@ def database(settings: Settings) -> Engine:
 class WatcherProcess:
     """Publishes the source's changes now, then every `interval` seconds."""
 
-    def __init__(self, *, source: Source, settings: Settings, interval: float) -> None:
+    def __init__(
+        self, *, source: Source, settings: Settings, interval: float, settle: bool = False
+    ) -> None:
         self._bus = kafka_bus(settings, client_id="knm-watcher")
         self._publisher = self._bus.publisher()
         self._watcher = Watcher(
-            source=source, publisher=self._publisher, topics=settings.topics(), clock=utcnow
+            source=source,
+            publisher=self._publisher,
+            topics=settings.topics(),
+            clock=utcnow,
+            settle=settle,
         )
         self._interval = interval
         self._next = 0.0

@@ -45,9 +45,21 @@ def event_id(*, key: str, event: Event, previous: uuid.UUID | None) -> uuid.UUID
 
 class Watcher:
     def __init__(
-        self, *, source: Source, publisher: Publisher, topics: Topics, clock: Clock
+        self,
+        *,
+        source: Source,
+        publisher: Publisher,
+        topics: Topics,
+        clock: Clock,
+        settle: bool = False,
     ) -> None:
+        """With `settle`, a change is published only once two reads in a row agree on it:
+        a manifest caught halfway through being written (an editor saving, `cat >`) would
+        otherwise be published as the deletion of everything not yet written."""
         self._source = source
+        self._settle = settle
+        self._pending: list[ObservedObject] | None = None
+        self._read_once = False
         self._publisher = publisher
         self._topics = topics
         self._clock = clock
@@ -63,6 +75,12 @@ class Watcher:
         """
         snapshot = self._source.snapshot()
         changes = diff(self._published, snapshot)
+        if changes and self._settle and self._read_once and snapshot != self._pending:
+            self._pending = snapshot
+            log.debug("%d changes seen, publishing once the next read agrees", len(changes))
+            return 0
+        self._pending = None
+        self._read_once = True
         if changes:
             messages, ids = self._messages(changes)
             self._publisher.publish(messages)

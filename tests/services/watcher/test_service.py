@@ -38,12 +38,13 @@ def clock() -> datetime:
     return NOW
 
 
-def watcher_on(bus: MemoryBus, folder: Path) -> Watcher:
+def watcher_on(bus: MemoryBus, folder: Path, *, settle: bool = False) -> Watcher:
     return Watcher(
         source=ManifestSource([folder], nodes=2),
         publisher=bus.publisher(),
         topics=TOPICS,
         clock=clock,
+        settle=settle,
     )
 
 
@@ -143,6 +144,25 @@ def test_deleting_every_file_deletes_all_but_the_simulated_nodes(tmp_path: Path)
     assert watcher.publish_changes() == 0
 
 
+def test_settling_publishes_a_change_once_two_reads_agree(tmp_path: Path) -> None:
+    manifest = shop(tmp_path)
+    bus = MemoryBus(partitions=1)
+    watcher = watcher_on(bus, tmp_path, settle=True)
+    assert watcher.publish_changes() == 7  # the first read is not held back
+
+    manifest.write_text("")  # caught halfway through a rewrite
+    assert watcher.publish_changes() == 0
+    shop(tmp_path)  # the rewrite finished with what was there
+    assert watcher.publish_changes() == 0
+    assert watcher.publish_changes() == 0
+
+    shop(tmp_path, replicas=3)
+    assert watcher.publish_changes() == 0
+    assert watcher.publish_changes() == 2
+    assert watcher.publish_changes() == 0
+    assert not any(isinstance(m.payload, (PodDeleted, ServiceDeleted)) for m in published(bus))
+
+
 def test_ids_are_the_same_for_a_second_watcher(tmp_path: Path) -> None:
     shop(tmp_path)
     first, second = MemoryBus(partitions=1), MemoryBus(partitions=1)
@@ -228,7 +248,9 @@ def test_run_rereads_and_survives_a_broken_file(
 ) -> None:
     shop(tmp_path, replicas=2)
     bus = MemoryBus(partitions=1)
-    watcher = watcher_on(bus, tmp_path)
+    # Without settling, a read of shop.yaml halfway through its rewrite below publishes
+    # deletions: this test failed that way.
+    watcher = watcher_on(bus, tmp_path, settle=True)
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,), kwargs={"interval": 0.01})
 
