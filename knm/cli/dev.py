@@ -19,7 +19,8 @@ from knm.cli.common import FAILURE, fail
 
 dev_app = typer.Typer(help="Development helpers.", no_args_is_help=True)
 
-SERVICES = ("postgres", "kafka")
+# "tools" installs the dataplane's kernel tools and cnitool; nothing of it runs.
+SERVICES = ("postgres", "kafka", "tools")
 
 
 class Action(StrEnum):
@@ -38,10 +39,11 @@ def script(name: str) -> Path:
 def services(
     action: Annotated[Action, typer.Argument(help="up, down, status, env or restart.")],
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="postgres or kafka (default both).")
+        list[str] | None, typer.Option("--only", help="postgres, kafka or tools (default all).")
     ] = None,
 ) -> None:
-    """Install if missing, start, stop or show knm's development PostgreSQL and Kafka."""
+    """Install if missing, start, stop or show knm's development PostgreSQL and Kafka
+    (and install the dataplane's tools)."""
     chosen = only or list(SERVICES)
     for name in chosen:
         if name not in SERVICES:

@@ -36,12 +36,29 @@ class PodInterface:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """Where the runtime wants a pod's interface, as a CNI ADD names it."""
+
+    container_id: str
+    # A path: /var/run/netns/<name> or /proc/<pid>/ns/net.
+    netns: str
+    # The interface's name inside the sandbox, usually eth0.
+    ifname: str
+
+
 class Dataplane(Protocol):
-    def attach(self, iface: PodInterface) -> None:
-        """Wire the interface; a pod already wired differently is rewired."""
+    def attach(self, iface: PodInterface, sandbox: Sandbox | None) -> None:
+        """Wire the interface into the sandbox; a pod already wired differently is
+        rewired. Without a sandbox (the allocator's command came first, or the agent
+        restarted) a dataplane that needs one keeps a matching wiring it finds and
+        otherwise waits for the CNI ADD that brings the sandbox."""
 
     def detach(self, pod_uid: str) -> None:
         """Unwire the pod's interface; an unknown pod is not an error."""
+
+    def check(self, iface: PodInterface, sandbox: Sandbox) -> list[str]:
+        """What is wrong with the pod's wiring (CNI CHECK); empty when all is as wired."""
 
     def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
         """Converge the vrouter to this program, whatever it ran before."""

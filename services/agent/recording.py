@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from knm.core.events.vrouter import Allow, OverlayConfigured, VipMap, VrouterConfigured
-from services.agent.dataplane import PodInterface
+from services.agent.dataplane import PodInterface, Sandbox
 from services.agent.plan import (
     AttachInterface,
     DetachInterface,
@@ -51,7 +51,9 @@ class RecordingDataplane:
         self.overlay: OverlayConfigured | None = None
         self.operations: list[Op] = []
 
-    def attach(self, iface: PodInterface) -> None:
+    def attach(self, iface: PodInterface, sandbox: Sandbox | None) -> None:
+        # Nothing to plug into: the recording holds interfaces whatever their sandbox.
+        del sandbox
         current = self.interfaces.get(iface.pod_uid)
         if current == iface:
             return
@@ -64,6 +66,15 @@ class RecordingDataplane:
         current = self.interfaces.pop(pod_uid, None)
         if current is not None:
             self.operations.append(DetachInterface(pod_uid=pod_uid, ifname=current.ifname))
+
+    def check(self, iface: PodInterface, sandbox: Sandbox) -> list[str]:
+        del sandbox
+        current = self.interfaces.get(iface.pod_uid)
+        if current is None:
+            return [f"pod {iface.namespace}/{iface.name} has no interface"]
+        if current != iface:
+            return [f"pod {iface.namespace}/{iface.name} is wired as {current.ip}, not {iface.ip}"]
+        return []
 
     def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
         self.operations += plan_program(

@@ -145,7 +145,7 @@ class Agent:
         command = message.payload
         extra = {"event_id": str(message.id), "key": message.key, "node": self.node}
         if isinstance(command, AttachRequested):
-            self._dataplane.attach(PodInterface.of(command))
+            self._dataplane.attach(PodInterface.of(command), None)
             log.info("interface attached", extra={**extra, "ip": command.ip})
         elif isinstance(command, DetachRequested):
             self._dataplane.detach(command.pod_uid)

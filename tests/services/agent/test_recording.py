@@ -16,8 +16,8 @@ POD = PodInterface.of(attach(Shop().frontend[0]))
 def test_attach_records_once_and_detach_of_an_unknown_pod_records_nothing() -> None:
     dataplane = RecordingDataplane()
 
-    dataplane.attach(POD)
-    dataplane.attach(POD)
+    dataplane.attach(POD, None)
+    dataplane.attach(POD, None)
     dataplane.detach("nobody")
 
     assert dataplane.operations == [AttachInterface(POD)]
@@ -26,10 +26,10 @@ def test_attach_records_once_and_detach_of_an_unknown_pod_records_nothing() -> N
 
 def test_a_pod_attached_differently_is_rewired() -> None:
     dataplane = RecordingDataplane()
-    dataplane.attach(POD)
+    dataplane.attach(POD, None)
     moved = replace(POD, ip="10.0.0.9")
 
-    dataplane.attach(moved)
+    dataplane.attach(moved, None)
     dataplane.detach(POD.pod_uid)
     dataplane.detach(POD.pod_uid)
 
@@ -52,7 +52,7 @@ def test_program_records_the_plan_and_the_summary_shows_the_result() -> None:
     table = compile_overlay(model)
     dataplane = RecordingDataplane()
     for pod in shop.frontend:
-        dataplane.attach(PodInterface.of(attach(pod)))
+        dataplane.attach(PodInterface.of(attach(pod)), None)
 
     dataplane.program(config, table)
     dataplane.program(config, table)
