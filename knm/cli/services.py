@@ -22,10 +22,12 @@ from knm.cli.common import (
 from knm.core import logs
 from knm.core.settings import Settings
 from knm.runtime.distributed import (
+    DATAPLANES,
     AgentProcess,
     AllocatorProcess,
     ApplierProcess,
     WatcherProcess,
+    agent_dataplane,
     manifest_source,
 )
 from knm.runtime.health import Health
@@ -137,18 +139,38 @@ def agent(
     *,
     node: Annotated[str, typer.Option("--node", envvar="KNM_NODE", help="This node's name.")],
     dataplane: Annotated[
-        str, typer.Option(help="recording (the Linux dataplane comes with its own issue).")
+        str,
+        typer.Option(
+            help="recording (records what it would do) or linux (wires pods into the node)."
+        ),
     ] = "recording",
+    netns: Annotated[
+        str | None,
+        typer.Option(
+            "--netns", help="linux: the node's network namespace (default: the agent's own)."
+        ),
+    ] = None,
+    cni_socket: Annotated[
+        Path | None,
+        typer.Option(help="Serve the node's knm-cni on this unix socket (/run/knm/agent.sock)."),
+    ] = None,
     kafka_bootstrap: KafkaOption = None,
     topic_prefix: PrefixOption = None,
     health_port: HealthPortOption = None,
     health_host: HealthHostOption = "127.0.0.1",
 ) -> None:
     """Wire this node's pods and program its vrouter; /state shows what it holds."""
-    if dataplane != "recording":
-        raise BadInputError(f"unknown dataplane {dataplane!r}: this knm has `recording`")
+    if dataplane not in DATAPLANES:
+        raise BadInputError(f"unknown dataplane {dataplane!r}: choose from {', '.join(DATAPLANES)}")
+    if netns is not None and dataplane != "linux":
+        raise BadInputError("--netns is the node namespace of the linux dataplane")
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    process = AgentProcess(settings=config, node=node)
+    process = AgentProcess(
+        settings=config,
+        node=node,
+        dataplane=agent_dataplane(dataplane, netns=netns),
+        cni_socket=str(cni_socket) if cni_socket is not None else None,
+    )
     _serve(process, name="agent", health=process.health(), port=health_port, host=health_host)
 
 

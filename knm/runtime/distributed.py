@@ -17,6 +17,8 @@ from knm.core.settings import Settings
 from knm.core.store.database import create_engine
 from knm.runtime.health import Health
 from knm.runtime.process import ConfigurationError
+from services.agent.cni.server import CniServer
+from services.agent.dataplane import Dataplane
 from services.agent.recording import RecordingDataplane
 from services.agent.service import Agent
 from services.allocator.service import Allocator
@@ -173,24 +175,60 @@ class ApplierProcess:
         )
 
 
+DATAPLANES = ("recording", "linux")
+
+
+def agent_dataplane(kind: str, *, netns: str | None) -> Dataplane:
+    """The agent's dataplane: `recording` records what it would do; `linux` wires pods
+    into the node's namespace (`netns`: a named one, else the agent's own)."""
+    if kind == "recording":
+        if netns is not None:
+            raise ConfigurationError("a node namespace is for the linux dataplane")
+        return RecordingDataplane()
+    if kind == "linux":
+        # Imported here: netlink's library takes half a second to import, which every
+        # other knm command would pay.
+        from services.agent.linux.wired_pods import WiredPodsDataplane
+        from services.agent.linux.wiring import PodWiring
+
+        return WiredPodsDataplane(wiring=PodWiring(node_netns=netns))
+    raise ConfigurationError(f"unknown dataplane {kind!r}: choose from {', '.join(DATAPLANES)}")
+
+
 class AgentProcess:
-    def __init__(self, *, settings: Settings, node: str) -> None:
-        self.dataplane = RecordingDataplane()
+    """The agent and, with `cni_socket`, the socket the node's `knm-cni` talks to."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        node: str,
+        dataplane: Dataplane | None = None,
+        cni_socket: str | None = None,
+    ) -> None:
+        self.dataplane = dataplane if dataplane is not None else RecordingDataplane()
         self.agent = Agent(
             node=node,
             bus=kafka_bus(settings, client_id=f"knm-agent-{node}"),
             topics=settings.topics(),
             dataplane=self.dataplane,
         )
+        self.cni = CniServer(path=cni_socket, handler=self.agent) if cni_socket else None
 
     def start(self) -> None:
         self.agent.start()
+        if self.cni is not None:
+            self.cni.start()
 
     def step(self, *, timeout: float = 0.0) -> int:
         return self.agent.step(timeout=timeout)
 
     def close(self) -> None:
+        # The agent first: CNI requests still waiting are told to retry, then the
+        # socket closes.
         self.agent.close()
+        if self.cni is not None:
+            self.cni.close()
 
     def state(self) -> Mapping[str, Any]:
         config = self.agent.config
@@ -205,8 +243,9 @@ class AgentProcess:
                     "ip": i.ip,
                     "network": i.network,
                 }
-                for i in sorted(self.dataplane.interfaces.values(), key=lambda i: i.pod_uid)
+                for i in sorted(self.agent.interfaces.values(), key=lambda i: i.pod_uid)
             ],
+            "sandboxes": len(self.agent.sandboxes),
             "program_revision": config.revision if config is not None else None,
             "overlay_revision": self.agent.overlay.revision,
         }
@@ -217,7 +256,7 @@ class AgentProcess:
             service="agent",
             ready=lambda: not agent.replaying,
             counters=lambda: {
-                "interfaces": len(self.dataplane.interfaces),
+                "interfaces": len(agent.interfaces),
                 "dead_letters_total": agent.undecodable,
             },
             state=self.state,

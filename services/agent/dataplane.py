@@ -47,6 +47,10 @@ class Sandbox:
     ifname: str
 
 
+class SandboxInUseError(Exception):
+    """The sandbox already has an interface of the name asked for, and not the pod's."""
+
+
 class Dataplane(Protocol):
     def attach(self, iface: PodInterface, sandbox: Sandbox | None) -> None:
         """Wire the interface into the sandbox; a pod already wired differently is

@@ -7,12 +7,18 @@ command per pod, the newest program), so a replay wires the final state without 
 history's churn. Dataplane operations are idempotent, so replaying onto a dataplane that
 already holds the state changes nothing. A failure propagates: the supervisor's restart
 is the retry.
+
+The CNI plugin's requests (through `services.agent.cni.server`, on other threads) meet
+the commands here: an ADD brings the pod's sandbox and waits for the pod's
+AttachRequested if it has not come yet; an AttachRequested for a pod whose sandbox is
+known wires it there. One lock guards the agent's state and its dataplane calls.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition, from_beginning
 from knm.core.deadletters import dead_letter
@@ -21,7 +27,15 @@ from knm.core.events.codec import UndecodableError, decode
 from knm.core.events.commands import AttachRequested, DetachRequested
 from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
 from knm.core.topics import OVERLAY_KEY, Topics
-from services.agent.dataplane import Dataplane, PodInterface
+from services.agent.cni.protocol import Attachment, Request
+from services.agent.cni.spec import (
+    SANDBOX_OCCUPIED,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    WIRING_DIFFERS,
+    CniError,
+)
+from services.agent.dataplane import Dataplane, PodInterface, Sandbox, SandboxInUseError
 
 log = logging.getLogger("knm.agent")
 
@@ -36,6 +50,7 @@ class Agent:
         dataplane: Dataplane,
         group_prefix: str = "knm-agent",
         batch_size: int = 1000,
+        cni_wait: float = 10.0,
     ) -> None:
         self.node = node
         self._bus = bus
@@ -56,6 +71,19 @@ class Agent:
         self._config: Envelope | None = None
         self.overlay = OverlayConfigured(revision="")
         self._programmed: tuple[str, str] | None = None
+        # The newest AttachRequested per pod (folded as read, replay or not), so that a
+        # CNI request finds its pod; by uid and by namespace/name.
+        self._desired: dict[str, PodInterface] = {}
+        self._named: dict[tuple[str, str], str] = {}
+        # The sandboxes CNI ADDs gave, per pod uid.
+        self._sandboxes: dict[str, Sandbox] = {}
+        # The interfaces handed to the dataplane (attached and not detached since).
+        self._attached: dict[str, PodInterface] = {}
+        # How long a CNI ADD waits for its pod's AttachRequested.
+        self._cni_wait = cni_wait
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._closing = False
 
     def start(self) -> None:
         topics = [self._topics.node_commands, self._topics.vrouter]
@@ -77,22 +105,24 @@ class Agent:
             for index, record in enumerate(records)
             if record.topic == self._topics.vrouter
         }
-        for index, record in enumerate(records):
-            positions[record.position] = record.offset + 1
-            if record.topic == self._topics.vrouter and newest[record.key] != index:
-                continue
-            message = self._decode(record)
-            if message is not None:
-                self._take(message)
-        self._read.update(positions)
-        if self.replaying and self._replayed():
-            self.replaying = False
-            log.info("node state replayed", extra={"node": self.node, "pods": len(self._commands)})
-        if not self.replaying:
-            commands, self._commands = self._commands, {}
-            for message in commands.values():
-                self._execute(message)
-            self._program()
+        with self._lock:
+            for index, record in enumerate(records):
+                positions[record.position] = record.offset + 1
+                if record.topic == self._topics.vrouter and newest[record.key] != index:
+                    continue
+                message = self._decode(record)
+                if message is not None:
+                    self._take(message)
+            self._read.update(positions)
+            if self.replaying and self._replayed():
+                self.replaying = False
+                log.info(
+                    "node state replayed", extra={"node": self.node, "pods": len(self._commands)}
+                )
+            if not self.replaying:
+                self._execute_all()
+                self._program()
+            self._changed.notify_all()
         if positions:
             self._consumer.commit(positions)
         return len(records)
@@ -105,12 +135,35 @@ class Agent:
                 # one batch (or one replay) is never wired.
                 self._commands.pop(payload.pod_uid, None)
                 self._commands[payload.pod_uid] = message
+                self._want(payload)
             case VrouterConfigured() if payload.node == self.node:
                 self._config = message
             case OverlayConfigured():
                 self.overlay = payload
             case _:
                 pass
+
+    def _execute_all(self) -> None:
+        commands, self._commands = self._commands, {}
+        pending = list(commands.items())
+        for done, (_, message) in enumerate(pending):
+            try:
+                self._execute(message)
+            except BaseException:
+                # Kept for the next step to retry, this one included.
+                self._commands = {**dict(pending[done:]), **self._commands}
+                raise
+
+    def _want(self, command: AttachRequested | DetachRequested) -> None:
+        old = self._desired.pop(command.pod_uid, None)
+        if old is not None and self._named.get((old.namespace, old.name)) == old.pod_uid:
+            del self._named[(old.namespace, old.name)]
+        if isinstance(command, AttachRequested):
+            iface = PodInterface.of(command)
+            self._desired[command.pod_uid] = iface
+            self._named[(iface.namespace, iface.name)] = iface.pod_uid
+        else:
+            self._sandboxes.pop(command.pod_uid, None)
 
     def _replayed(self) -> bool:
         return all(self._read.get(tp, 0) >= end for tp, end in self._horizon.items())
@@ -145,11 +198,21 @@ class Agent:
         command = message.payload
         extra = {"event_id": str(message.id), "key": message.key, "node": self.node}
         if isinstance(command, AttachRequested):
-            self._dataplane.attach(PodInterface.of(command), None)
-            log.info("interface attached", extra={**extra, "ip": command.ip})
+            iface = PodInterface.of(command)
+            sandbox = self._sandboxes.get(command.pod_uid)
+            self._dataplane.attach(iface, sandbox)
+            self._attached[iface.pod_uid] = iface
+            log.info(
+                "interface attached",
+                extra={**extra, "pod": _key(iface), "ip": command.ip, "sandbox": _netns(sandbox)},
+            )
         elif isinstance(command, DetachRequested):
             self._dataplane.detach(command.pod_uid)
-            log.info("interface detached", extra=extra)
+            self._attached.pop(command.pod_uid, None)
+            log.info(
+                "interface detached",
+                extra={**extra, "pod": f"{command.namespace}/{command.name}"},
+            )
 
     def _program(self) -> None:
         # Without a program for this node there is nothing to route for; the applier
@@ -173,13 +236,166 @@ class Agent:
             },
         )
 
+    @property
+    def interfaces(self) -> dict[str, PodInterface]:
+        """The interfaces this agent handed to its dataplane, by pod uid."""
+        with self._lock:
+            return dict(self._attached)
+
+    @property
+    def sandboxes(self) -> dict[str, Sandbox]:
+        with self._lock:
+            return dict(self._sandboxes)
+
+    # -- CNI: called by the socket server's threads --------------------------------------
+
+    def cni_add(self, request: Request) -> Attachment:
+        """Wire the pod into the sandbox the runtime made; waits for the pod's command."""
+        with self._lock:
+            iface = self._await_pod(request, wait_for_command=True)
+            if iface is None:
+                raise CniError(
+                    TRY_AGAIN_LATER,
+                    f"pod {request.pod_key} has no interface on node {self.node} yet",
+                    f"no AttachRequested within {self._cni_wait} s",
+                )
+            sandbox = _sandbox(request)
+            previous = self._sandboxes.get(iface.pod_uid)
+            self._sandboxes[iface.pod_uid] = sandbox
+            try:
+                # Idempotent: a retried ADD finds the pod wired there and changes nothing.
+                self._dataplane.attach(iface, sandbox)
+            except SandboxInUseError as error:
+                self._restore(iface.pod_uid, previous)
+                raise CniError(SANDBOX_OCCUPIED, str(error)) from None
+            except BaseException:
+                # Wired halfway at most: no sandbox of this pod is known to be wired.
+                self._sandboxes.pop(iface.pod_uid, None)
+                raise
+            self._attached[iface.pod_uid] = iface
+            log.info(
+                "pod wired for CNI ADD",
+                extra={
+                    "node": self.node,
+                    "pod": _key(iface),
+                    "ip": iface.ip,
+                    "container": request.container_id,
+                },
+            )
+            return _attachment(iface)
+
+    def cni_check(self, request: Request) -> Attachment:
+        with self._lock:
+            iface = self._await_pod(request, wait_for_command=False)
+            if iface is None:
+                raise CniError(UNKNOWN_CONTAINER, f"pod {request.pod_key} is not on {self.node}")
+            sandbox = _sandbox(request)
+            known = self._sandboxes.get(iface.pod_uid)
+            problems = self._dataplane.check(iface, sandbox)
+            if problems and known != sandbox:
+                raise CniError(
+                    UNKNOWN_CONTAINER,
+                    f"container {request.container_id} of pod {request.pod_key} is not wired",
+                    "; ".join(problems),
+                )
+            if problems:
+                raise CniError(
+                    WIRING_DIFFERS,
+                    f"the wiring of pod {request.pod_key} differs",
+                    "; ".join(problems),
+                )
+            # A restarted agent learns the sandbox of a pod it adopted.
+            self._sandboxes[iface.pod_uid] = sandbox
+            return _attachment(iface)
+
+    def cni_del(self, request: Request) -> None:
+        """Unwire the pod from the sandbox; success when there is nothing to unwire."""
+        with self._lock:
+            iface = self._await_pod(request, wait_for_command=False)
+            uid = iface.pod_uid if iface is not None else self._uid_of_container(request)
+            if uid is None:
+                return
+            known = self._sandboxes.get(uid)
+            if known is not None and known.container_id != request.container_id:
+                # The DEL of a sandbox the pod has since left: its wiring is another's.
+                return
+            self._dataplane.detach(uid)
+            self._sandboxes.pop(uid, None)
+            self._attached.pop(uid, None)
+            log.info(
+                "pod unwired for CNI DEL",
+                extra={
+                    "node": self.node,
+                    "pod": request.pod_key,
+                    "container": request.container_id,
+                },
+            )
+
+    def _await_pod(self, request: Request, *, wait_for_command: bool) -> PodInterface | None:
+        """The pod's desired interface. Waits while the agent is replaying (its answer
+        would be premature) and, for an ADD, until the pod's command comes; None if the
+        wait runs out or the pod is unknown."""
+        deadline = time.monotonic() + self._cni_wait
+        while True:
+            if self._closing:
+                raise CniError(TRY_AGAIN_LATER, f"the agent of {self.node} is stopping")
+            iface = self._lookup(request) if not self.replaying else None
+            if iface is not None or (not self.replaying and not wait_for_command):
+                return iface
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if self.replaying and not wait_for_command:
+                    raise CniError(TRY_AGAIN_LATER, f"the agent of {self.node} is starting")
+                return None
+            self._changed.wait(remaining)
+
+    def _restore(self, uid: str, sandbox: Sandbox | None) -> None:
+        if sandbox is None:
+            self._sandboxes.pop(uid, None)
+        else:
+            self._sandboxes[uid] = sandbox
+
+    def _lookup(self, request: Request) -> PodInterface | None:
+        pod = request.pod
+        if pod.uid:
+            return self._desired.get(pod.uid)
+        if pod.namespace and pod.name:
+            uid = self._named.get((pod.namespace, pod.name))
+            return self._desired.get(uid) if uid is not None else None
+        return None
+
+    def _uid_of_container(self, request: Request) -> str | None:
+        for uid, sandbox in self._sandboxes.items():
+            if sandbox.container_id == request.container_id:
+                return uid
+        return None
+
     def run(self, stop: threading.Event, *, poll_timeout: float = 0.5) -> None:
         while not stop.is_set():
             self.step(timeout=poll_timeout)
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
-        self._dataplane.close()
+        with self._lock:
+            self._closing = True
+            self._changed.notify_all()
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+            self._dataplane.close()
         self._dead_letters.close()
+
+
+def _sandbox(request: Request) -> Sandbox:
+    return Sandbox(container_id=request.container_id, netns=request.netns, ifname=request.ifname)
+
+
+def _attachment(iface: PodInterface) -> Attachment:
+    return Attachment(host_ifname=iface.ifname, ip=iface.ip, mac=iface.mac, gateway=iface.gateway)
+
+
+def _key(iface: PodInterface) -> str:
+    return f"{iface.namespace}/{iface.name}"
+
+
+def _netns(sandbox: Sandbox | None) -> str | None:
+    return sandbox.netns if sandbox is not None else None

@@ -1,0 +1,1 @@
+"""The agent's Linux side: netlink and nftables on the node it runs on."""
