@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Protocol
 
 from knm.core.store.database import SchemaMismatchError
@@ -72,8 +73,13 @@ def run(
     try:
         while not stop.is_set():
             try:
-                service.step(timeout=poll_timeout)
+                started = time.monotonic()
+                consumed = service.step(timeout=poll_timeout)
                 delay = 0.5
+                if not consumed and time.monotonic() - started < poll_timeout / 10:
+                    # The bus answered at once with nothing: the broker is away or the
+                    # group is rebalancing. Waiting a little keeps that from a busy loop.
+                    stop.wait(poll_timeout / 10)
             except Exception as error:
                 log.error(
                     "step failed; retrying",

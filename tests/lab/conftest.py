@@ -80,7 +80,7 @@ def take_down(lab: Lab) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the bundled example the tests may edit."""
     folder = tmp_path_factory.mktemp("k8petstore")
@@ -90,9 +90,10 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(manifests: Path) -> Iterator[Lab]:
-    """The bundled example on three nodes."""
+    """The bundled example on three nodes, for the lab's tests only: the rest of the
+    suite (which restarts Kafka and PostgreSQL) runs without it."""
     running = bring_up(f"knmt-{secrets.token_hex(2)}", manifests, nodes=3)
     try:
         yield running
