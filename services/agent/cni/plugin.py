@@ -58,7 +58,7 @@ def run(environ: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] |
         document = decode_config(stdin)
         version = version_of(document) or VERSION
         validate_config(document)
-        return 0, execute(invocation(environ, document))
+        return 0, execute(invocation(environ, config=document))
     except CniError as error:
         return 1, error.document(cni_version=version)
 

@@ -313,8 +313,8 @@ class PodWiring:
         # turn forwarding off behind its agent's back.
         if self._forwarding:
             return
-        if read_sysctl(self.node_netns, FORWARDING) != "1":
-            write_sysctl(self.node_netns, FORWARDING, "1")
+        if read_sysctl(self.node_netns, name=FORWARDING) != "1":
+            write_sysctl(self.node_netns, name=FORWARDING, value="1")
             log.info("forwarding enabled", extra={"netns": self.node_netns or "(own)"})
         self._forwarding = True
 

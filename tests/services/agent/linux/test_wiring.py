@@ -105,7 +105,7 @@ def test_attach_wires_the_pod_end_and_the_host_end(spaces: Namespaces, node: str
         assert ipv4_addresses(ipr, eth.index) == {("10.0.0.5", 32)}
         routes = {(r.dst, r.dst_len, r.gateway, r.scope) for r in main_routes(ipr)}
     assert routes == {(GATEWAY, 32, None, RT_SCOPE_LINK), ("0.0.0.0", 0, GATEWAY, 0)}
-    assert read_sysctl(node, "net.ipv4.ip_forward") == "1"
+    assert read_sysctl(node, name="net.ipv4.ip_forward") == "1"
     assert wiring.check(iface, sandbox(box)) == []
     assert wiring.interfaces() == {"a1": iface}
 
