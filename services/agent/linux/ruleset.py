@@ -1,0 +1,316 @@
+"""One node's vrouter program as nftables content, and the commands between two of them.
+
+Pure: `desired_tables` turns a program into plain sets and maps, `changes` turns two of
+those into the nftables JSON commands that go from one to the other, and `full` into
+the commands that build the table from nothing. Everything knm owns lives in one table,
+`ip knm`; nothing else on the node is named or touched.
+
+Per packet the cost does not grow with the cluster: a pod's network is one map lookup on
+its address, an allowed VIP one set lookup, the VIP's chain one verdict-map lookup, and
+the backend one hash into that chain's map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from knm.core.events.vrouter import VrouterConfigured
+
+TABLE = "knm"
+FAMILY = "ip"
+VXLAN_IFNAME = "knm-vxlan"
+# Host-side pod veths are "knm" + 11 hex digits; the overlay device also starts "knm".
+POD_IFNAMES = "knm*"
+# On a connection: its opening packet matched an allowed (network, VIP, port).
+CT_ALLOWED = 0x1
+# Fixed, so that a restarted agent spreads new flows as the one before it did.
+HASH_SEED = 0x6B6E6D
+
+Json = dict[str, Any]
+VipKey = tuple[str, str, int]  # (vip, protocol, port)
+Backends = tuple[tuple[str, int], ...]  # ((backend ip, target port), ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """What the table holds besides its fixed chains."""
+
+    gateway: str
+    # Local pod address -> its network's number (the packet mark).
+    pod_network: Mapping[str, int] = field(default_factory=dict)
+    # (host-side interface, address) of every local pod: spoofing and hairpin checks.
+    pod_sources: frozenset[tuple[str, str]] = frozenset()
+    # (network number, address) of every member of the networks local pods send from.
+    members: frozenset[tuple[int, str]] = frozenset()
+    # (network number, VIP, protocol, port) a network may open connections to.
+    allows: frozenset[tuple[int, str, str, int]] = frozenset()
+    # (VIP, protocol, port) -> its backends, in a fixed order.
+    vips: Mapping[VipKey, Backends] = field(default_factory=dict)
+
+
+def network_numbers(config: VrouterConfigured, *, previous: Mapping[str, int]) -> dict[str, int]:
+    """A number per network the program names; a network keeps the number it had, so an
+    update never renumbers what established state (marks in flight) refers to."""
+    names = {i.network for i in config.interfaces} | {n.name for n in config.networks}
+    names |= {a.from_network for a in config.allows}
+    numbers = {name: number for name, number in previous.items() if name in names}
+    taken = set(numbers.values())
+    candidate = 1
+    for name in sorted(names - numbers.keys()):
+        while candidate in taken:
+            candidate += 1
+        numbers[name] = candidate
+        taken.add(candidate)
+    return numbers
+
+
+def desired_tables(config: VrouterConfigured, *, numbers: Mapping[str, int]) -> Tables:
+    vips: dict[VipKey, Backends] = {}
+    for vip_map in config.services:
+        for spec in vip_map.ports:
+            protocol = spec.protocol.lower()
+            backends = sorted(
+                (backend.ip, target)
+                for backend in vip_map.backends
+                for port, proto, target in backend.target_ports
+                if port == spec.port and proto.lower() == protocol
+            )
+            if backends:
+                vips[(vip_map.vip, protocol, spec.port)] = tuple(backends)
+    return Tables(
+        gateway=config.gateway,
+        pod_network={i.ip: numbers[i.network] for i in config.interfaces},
+        pod_sources=frozenset((i.ifname, i.ip) for i in config.interfaces),
+        members=frozenset(
+            (numbers[network.name], member)
+            for network in config.networks
+            for member in network.members
+        ),
+        allows=frozenset(
+            (numbers[allow.from_network], allow.vip, spec.protocol.lower(), spec.port)
+            for allow in config.allows
+            for spec in allow.ports
+        ),
+        vips=vips,
+    )
+
+
+def vip_chain(key: VipKey) -> str:
+    vip, protocol, port = key
+    return f"vip_{vip.replace('.', '_')}_{protocol}_{port}"
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+def full(tables: Tables) -> list[Json]:
+    """Build the table from nothing, replacing whatever it held, as one transaction."""
+    commands: list[Json] = [
+        {"add": {"table": _table()}},
+        {"delete": {"table": _table()}},
+        {"add": {"table": _table()}},
+    ]
+    commands += _declarations()
+    commands += _fixed_chains(gateway=tables.gateway)
+    commands += changes(Tables(gateway=tables.gateway), tables)
+    return commands
+
+
+def changes(before: Tables, after: Tables) -> list[Json]:
+    """From `before` to `after`: removals first (nothing grants more than either), then
+    additions; a VIP whose backends changed has its one chain rewritten."""
+    if before.gateway != after.gateway:
+        return full(after)
+    commands: list[Json] = []
+    gone_vips = before.vips.keys() - after.vips.keys()
+    commands += _elements("delete", "allows", before.allows - after.allows)
+    commands += _elements(
+        "delete", "vips", [_vip_element(k) for k in _sorted(gone_vips)], is_map=True
+    )
+    for key in _sorted(gone_vips):
+        commands.append({"delete": {"chain": _chain(vip_chain(key))}})
+    commands += _elements("delete", "members", before.members - after.members)
+    commands += _elements("delete", "pod_sources", before.pod_sources - after.pod_sources)
+    commands += _elements(
+        "delete",
+        "pod_network",
+        [
+            [ip, number]
+            for ip, number in sorted(before.pod_network.items())
+            if after.pod_network.get(ip) != number
+        ],
+        is_map=True,
+    )
+    commands += _elements(
+        "add",
+        "pod_network",
+        [
+            [ip, number]
+            for ip, number in sorted(after.pod_network.items())
+            if before.pod_network.get(ip) != number
+        ],
+        is_map=True,
+    )
+    commands += _elements("add", "pod_sources", after.pod_sources - before.pod_sources)
+    commands += _elements("add", "members", after.members - before.members)
+    new_vips = after.vips.keys() - before.vips.keys()
+    for key in _sorted(after.vips.keys()):
+        backends = after.vips[key]
+        if key in new_vips:
+            commands.append({"add": {"chain": _chain(vip_chain(key))}})
+        elif before.vips[key] == backends:
+            continue
+        else:
+            commands.append({"flush": {"chain": _chain(vip_chain(key))}})
+        commands.append({"add": {"rule": _dnat_rule(key, backends)}})
+    commands += _elements("add", "vips", [_vip_element(k) for k in _sorted(new_vips)], is_map=True)
+    commands += _elements("add", "allows", after.allows - before.allows)
+    return commands
+
+
+def _sorted(keys: Iterable[VipKey]) -> list[VipKey]:
+    return sorted(keys)
+
+
+def _table() -> Json:
+    return {"family": FAMILY, "name": TABLE}
+
+
+def _chain(name: str, **hook: Any) -> Json:
+    return {"family": FAMILY, "table": TABLE, "name": name, **hook}
+
+
+def _declarations() -> list[Json]:
+    def declared(kind: str, name: str, key: str | list[str], **more: Any) -> Json:
+        return {
+            "add": {kind: {"family": FAMILY, "table": TABLE, "name": name, "type": key, **more}}
+        }
+
+    return [
+        declared("map", "pod_network", "ipv4_addr", map="mark"),
+        declared("set", "pod_sources", ["ifname", "ipv4_addr"]),
+        declared("set", "members", ["mark", "ipv4_addr"]),
+        declared("set", "allows", ["mark", "ipv4_addr", "inet_proto", "inet_service"]),
+        declared("map", "vips", ["ipv4_addr", "inet_proto", "inet_service"], map="verdict"),
+    ]
+
+
+def _fixed_chains(*, gateway: str) -> list[Json]:
+    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    daddr = {"payload": {"protocol": "ip", "field": "daddr"}}
+    l4proto = {"meta": {"key": "l4proto"}}
+    dport = {"payload": {"protocol": "th", "field": "dport"}}
+    mark = {"meta": {"key": "mark"}}
+    iifname = {"meta": {"key": "iifname"}}
+    oifname = {"meta": {"key": "oifname"}}
+
+    def match(left: Json, right: Any, op: str = "==") -> Json:
+        return {"match": {"op": op, "left": left, "right": right}}
+
+    def concat(*parts: Json) -> Json:
+        return {"concat": list(parts)}
+
+    def rule(chain: str, *expr: Json) -> Json:
+        return {
+            "add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
+        }
+
+    def base(name: str, kind: str, hook: str, priority: int, policy: str = "accept") -> Json:
+        return {"add": {"chain": _chain(name, type=kind, hook=hook, prio=priority, policy=policy)}}
+
+    established = match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    return [
+        # Before NAT, while the destination is still the VIP: which network sends, and
+        # whether that network may open this connection to this VIP and port.
+        base("classify", "filter", "prerouting", -150),
+        rule("classify", match(iifname, VXLAN_IFNAME), {"return": None}),
+        rule(
+            "classify",
+            match(iifname, POD_IFNAMES),
+            match(concat(iifname, saddr), "@pod_sources", "!="),
+            {"drop": None},
+        ),
+        rule(
+            "classify",
+            {"mangle": {"key": mark, "value": {"map": {"key": saddr, "data": "@pod_network"}}}},
+        ),
+        rule(
+            "classify",
+            match({"ct": {"key": "state"}}, "new", "in"),
+            match(concat(mark, daddr, l4proto, dport), "@allows"),
+            {"mangle": {"key": {"ct": {"key": "mark"}}, "value": CT_ALLOWED}},
+        ),
+        base("dnat", "nat", "prerouting", -100),
+        rule("dnat", {"vmap": {"key": concat(daddr, l4proto, dport), "data": "@vips"}}),
+        # Pods' traffic: what the policy allows, else dropped. Policy is enforced where a
+        # connection starts; the overlay carries only what a vrouter let out.
+        {"add": {"chain": _chain("from_pod")}},
+        base("forward", "filter", "forward", 0),
+        rule("forward", established, {"accept": None}),
+        rule("forward", match(iifname, VXLAN_IFNAME), {"accept": None}),
+        rule("forward", match(iifname, POD_IFNAMES), {"jump": {"target": "from_pod"}}),
+        rule("forward", match(oifname, POD_IFNAMES), {"drop": None}),
+        rule("from_pod", match({"ct": {"key": "mark"}}, CT_ALLOWED), {"accept": None}),
+        rule("from_pod", match(concat(mark, daddr), "@members"), {"accept": None}),
+        rule("from_pod", {"drop": None}),
+        # A pod reaching its own VIP and hashed to itself: the answer must come back
+        # through the vrouter to be un-translated, so its source becomes the gateway.
+        base("hairpin", "nat", "postrouting", 100),
+        rule(
+            "hairpin",
+            match({"ct": {"key": "status"}}, "dnat", "in"),
+            match(concat(oifname, saddr), "@pod_sources"),
+            {"snat": {"family": "ip", "addr": gateway}},
+        ),
+    ]
+
+
+def _dnat_rule(key: VipKey, backends: Backends) -> Json:
+    _, protocol, _ = key
+    flow = {
+        "concat": [
+            {"payload": {"protocol": "ip", "field": "saddr"}},
+            {"payload": {"protocol": "th", "field": "sport"}},
+        ]
+    }
+    targets = [[index, {"concat": [ip, port]}] for index, (ip, port) in enumerate(backends)]
+    return {
+        "family": FAMILY,
+        "table": TABLE,
+        "chain": vip_chain(key),
+        "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": protocol}},
+            {
+                "dnat": {
+                    "family": "ip",
+                    "addr": {
+                        "map": {
+                            "key": {
+                                "jhash": {"mod": len(backends), "seed": HASH_SEED, "expr": flow}
+                            },
+                            "data": {"set": targets},
+                        }
+                    },
+                }
+            },
+        ],
+    }
+
+
+def _vip_element(key: VipKey) -> list[Any]:
+    vip, protocol, port = key
+    return [{"concat": [vip, protocol, port]}, {"goto": {"target": vip_chain(key)}}]
+
+
+def _elements(verb: str, name: str, elements: Iterable[Any], *, is_map: bool = False) -> list[Json]:
+    values = [
+        element
+        if is_map
+        else ({"concat": list(element)} if isinstance(element, tuple) else element)
+        for element in (sorted(elements) if not is_map else elements)
+    ]
+    if not values:
+        return []
+    return [{verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": values}}}]

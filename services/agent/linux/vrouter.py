@@ -1,0 +1,216 @@
+"""The node's vrouter in the kernel: nftables for policy and VIPs, VXLAN for the overlay.
+
+The first program after a start rebuilds knm's table in one transaction; the kernel's
+connection tracking keeps established connections (and their address translations)
+across it, so a restarted agent does not disturb them. Every later program applies only
+the difference. Overlay routes are reconciled against what the kernel holds, and only
+routes carrying knm's protocol number on knm's own device are ever removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nftables
+from pyroute2 import IPRoute
+
+from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.ruleset import (
+    VXLAN_IFNAME,
+    Tables,
+    changes,
+    desired_tables,
+    full,
+    network_numbers,
+)
+from services.agent.plan import overlay_routes
+
+log = logging.getLogger("knm.agent.vrouter")
+
+# Marks the routes knm made (rtnetlink protocol numbers up to 255; values above the
+# kernel's and routing daemons' well-known ones are free for local use).
+RTPROT_KNM = 97
+VNI = 4242
+VXLAN_PORT = 4789
+RTNH_F_ONLINK = 4
+# A forwarding entry of the VXLAN device itself (`bridge fdb ... self`).
+NTF_SELF = 2
+NUD_PERMANENT = 0x80
+AF_INET = 2
+
+
+class NftablesError(RuntimeError):
+    pass
+
+
+def vtep_mac(address: str) -> str:
+    """The overlay device's MAC, derived from the node's underlay address: every node
+    computes every other node's without asking it."""
+    packed = ipaddress.IPv4Address(address).packed
+    return "0e:4b:" + ":".join(f"{octet:02x}" for octet in packed)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramTiming:
+    nft_ms: float
+    overlay_ms: float
+    commands: int
+
+
+class Vrouter:
+    def __init__(self, *, node: str, netns: str | None, vxlan_mtu: int = 1450) -> None:
+        self.node = node
+        self._thread = NamespaceThread(netns, name=f"vrouter-{node}")
+        self._vxlan_mtu = vxlan_mtu
+        self._nft: nftables.Nftables | None = None
+        self._tables: Tables | None = None
+        self._numbers: dict[str, int] = {}
+        self._remotes: dict[str, str] | None = None  # remote address -> its MAC
+        self._overlay_revision: str | None = None
+        self.last = ProgramTiming(0.0, 0.0, 0)
+
+    # ---- the program --------------------------------------------------------------------
+
+    def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
+        self._thread.run(lambda: self._program(config, overlay))
+
+    def _program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
+        started = time.perf_counter()
+        numbers = network_numbers(config, previous=self._numbers)
+        tables = desired_tables(config, numbers=numbers)
+        commands = full(tables) if self._tables is None else changes(self._tables, tables)
+        if commands:
+            self._apply(commands)
+        self._tables, self._numbers = tables, numbers
+        applied = time.perf_counter()
+        if overlay.revision != self._overlay_revision:
+            self._converge_overlay(overlay)
+            self._overlay_revision = overlay.revision
+        done = time.perf_counter()
+        self.last = ProgramTiming(
+            nft_ms=(applied - started) * 1000,
+            overlay_ms=(done - applied) * 1000,
+            commands=len(commands),
+        )
+
+    def _apply(self, commands: list[dict[str, Any]]) -> None:
+        if self._nft is None:
+            self._nft = nftables.Nftables()
+            self._nft.set_json_output(True)
+            self._nft.set_handle_output(False)
+        # One json_cmd is one netlink batch: the kernel applies all of it or none.
+        rc, _, error = self._nft.json_cmd(
+            {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
+        )
+        if rc != 0:
+            # Whatever the kernel holds now, the next program starts from nothing.
+            self._tables = None
+            self._overlay_revision = None
+            raise NftablesError(f"nftables refused the vrouter program: {error.strip()}")
+
+    def ruleset(self) -> dict[str, Any]:
+        """knm's table as the kernel holds it (nftables JSON)."""
+
+        def listed() -> dict[str, Any]:
+            nft = nftables.Nftables()
+            nft.set_json_output(True)
+            rc, output, error = nft.cmd("list table ip knm")
+            if rc != 0:
+                raise NftablesError(error.strip())
+            result: dict[str, Any] = json.loads(output)
+            return result
+
+        return self._thread.run(listed)
+
+    # ---- the overlay --------------------------------------------------------------------
+
+    def _converge_overlay(self, overlay: OverlayConfigured) -> None:
+        own = next((n.address for n in overlay.nodes if n.name == self.node), None)
+        routes = overlay_routes(overlay, node=self.node)
+        with IPRoute() as ipr:
+            index = self._vxlan(ipr, own)
+            if index is None:
+                return
+            remotes = {route.via: vtep_mac(route.via) for route in routes.values()}
+            for node in overlay.nodes:
+                if node.name != self.node and node.address is not None:
+                    remotes.setdefault(node.address, vtep_mac(node.address))
+            self._converge_remotes(ipr, index, remotes)
+            self._converge_routes(ipr, index, {block: r.via for block, r in routes.items()})
+
+    def _vxlan(self, ipr: IPRoute, own: str | None) -> int | None:
+        found = ipr.link_lookup(ifname=VXLAN_IFNAME)
+        if own is None:
+            if found:
+                ipr.link("del", index=found[0])
+                self._remotes = None
+            return None
+        if found:
+            (link,) = ipr.get_links(found[0])
+            info = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            if info.get_attr("IFLA_VXLAN_LOCAL") == own:
+                return int(found[0])
+            ipr.link("del", index=found[0])
+        ipr.link(
+            "add",
+            ifname=VXLAN_IFNAME,
+            kind="vxlan",
+            vxlan_id=VNI,
+            vxlan_local=own,
+            vxlan_port=VXLAN_PORT,
+            vxlan_learning=0,
+            address=vtep_mac(own),
+            mtu=self._vxlan_mtu,
+        )
+        (index,) = ipr.link_lookup(ifname=VXLAN_IFNAME)
+        ipr.link("set", index=index, state="up")
+        self._remotes = {}
+        log.info("overlay device created", extra={"node": self.node, "local": own})
+        return int(index)  # netlink answers are untyped
+
+    def _converge_remotes(self, ipr: IPRoute, index: int, remotes: Mapping[str, str]) -> None:
+        if self._remotes is None:
+            # After a start: learn what the device already forwards to.
+            self._remotes = {
+                neigh.get_attr("NDA_DST"): neigh.get_attr("NDA_LLADDR")
+                for neigh in ipr.get_neighbours(family=AF_INET, ifindex=index)
+                if neigh["state"] == NUD_PERMANENT
+            }
+        for address, mac in self._remotes.items():
+            if remotes.get(address) != mac:
+                ipr.neigh("del", dst=address, lladdr=mac, ifindex=index)
+                ipr.fdb("del", ifindex=index, lladdr=mac, dst=address, flags=NTF_SELF)
+        for address, mac in remotes.items():
+            if self._remotes.get(address) != mac:
+                ipr.fdb("replace", ifindex=index, lladdr=mac, dst=address, flags=NTF_SELF)
+                ipr.neigh("replace", dst=address, lladdr=mac, ifindex=index, state="permanent")
+        self._remotes = dict(remotes)
+
+    def _converge_routes(self, ipr: IPRoute, index: int, wanted: Mapping[str, str]) -> None:
+        present: dict[str, str] = {}
+        for route in ipr.get_routes(family=AF_INET, oif=index, proto=RTPROT_KNM):
+            dst = f"{route.get_attr('RTA_DST')}/{route['dst_len']}"
+            present[dst] = route.get_attr("RTA_GATEWAY")
+        for block, via in present.items():
+            if wanted.get(block) != via:
+                ipr.route("del", dst=block, oif=index, proto=RTPROT_KNM)
+        for block, via in wanted.items():
+            if present.get(block) != via:
+                ipr.route(
+                    "replace",
+                    dst=block,
+                    gateway=via,
+                    oif=index,
+                    flags=RTNH_F_ONLINK,
+                    proto=RTPROT_KNM,
+                )
+
+    def close(self) -> None:
+        self._thread.close()

@@ -1,0 +1,215 @@
+"""The vrouter's nftables content and the commands between two programs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knm.core.events.intents import PolicyPortSpec
+from knm.core.events.vrouter import (
+    Allow,
+    LocalInterface,
+    NetworkMembers,
+    VipBackend,
+    VipMap,
+    VrouterConfigured,
+)
+from services.agent.linux.ruleset import (
+    Tables,
+    changes,
+    desired_tables,
+    full,
+    network_numbers,
+    vip_chain,
+)
+
+TCP80 = PolicyPortSpec(port=80, protocol="TCP")
+
+
+def iface(n: int, network: str) -> LocalInterface:
+    return LocalInterface(
+        pod_uid=f"u{n}",
+        namespace="shop",
+        name=f"p{n}",
+        ip=f"10.0.0.{n}",
+        mac=f"0a:58:0a:00:00:{n:02x}",
+        ifname=f"knm{n:011x}",
+        network=network,
+    )
+
+
+def vip(address: str, *backends: int, target: int = 8080) -> VipMap:
+    return VipMap(
+        namespace="shop",
+        name=f"svc-{address}",
+        vip=address,
+        network="shop/service-x",
+        ports=(TCP80, PolicyPortSpec(port=53, protocol="UDP")),
+        backends=tuple(
+            VipBackend(ip=f"10.0.0.{b}", node="node-1", target_ports=((80, "TCP", target),))
+            for b in backends
+        ),
+    )
+
+
+def program(
+    *, pods: dict[int, str], vips: tuple[VipMap, ...] = (), allows: int = 0
+) -> VrouterConfigured:
+    networks: dict[str, list[str]] = {}
+    for n, network in pods.items():
+        networks.setdefault(network, []).append(f"10.0.0.{n}")
+    return VrouterConfigured(
+        node="node-1",
+        revision="r",
+        gateway="169.254.1.1",
+        interfaces=tuple(iface(n, network) for n, network in sorted(pods.items())),
+        networks=tuple(
+            NetworkMembers(name=k, members=tuple(v)) for k, v in sorted(networks.items())
+        ),
+        services=vips,
+        allows=tuple(
+            Allow(from_network="shop/web", vip=v.vip, service=v.name, ports=(TCP80,), declared=True)
+            for v in vips[:allows]
+        ),
+    )
+
+
+def test_numbers_stay_with_their_networks_and_fill_gaps() -> None:
+    first = network_numbers(program(pods={1: "shop/a", 2: "shop/b", 3: "shop/c"}), previous={})
+    assert first == {"shop/a": 1, "shop/b": 2, "shop/c": 3}
+    second = network_numbers(program(pods={3: "shop/c", 4: "shop/aa"}), previous=first)
+    assert second == {"shop/c": 3, "shop/aa": 1}
+
+
+def test_tables_resolve_each_port_to_its_backends() -> None:
+    config = program(pods={1: "shop/web", 2: "shop/db"}, vips=(vip("10.254.0.1", 2, 1),), allows=1)
+    numbers = network_numbers(config, previous={})
+    tables = desired_tables(config, numbers=numbers)
+
+    web, db = numbers["shop/web"], numbers["shop/db"]
+    assert tables.pod_network == {"10.0.0.1": web, "10.0.0.2": db}
+    assert tables.members == {(web, "10.0.0.1"), (db, "10.0.0.2")}
+    assert tables.allows == {(web, "10.254.0.1", "tcp", 80)}
+    # UDP 53 is a service port no backend maps: no entry rather than an empty hash.
+    assert tables.vips == {("10.254.0.1", "tcp", 80): (("10.0.0.1", 8080), ("10.0.0.2", 8080))}
+
+
+def test_nothing_changed_no_commands() -> None:
+    config = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1),), allows=1)
+    tables = desired_tables(config, numbers=network_numbers(config, previous={}))
+    assert changes(tables, tables) == []
+
+
+def test_a_backend_change_rewrites_only_that_vips_chain() -> None:
+    vips = (vip("10.254.0.1", 1, 2), vip("10.254.0.2", 1, 2))
+    before = program(pods={1: "shop/web", 2: "shop/web"}, vips=vips)
+    after = program(pods={1: "shop/web", 2: "shop/web"}, vips=(vip("10.254.0.1", 1), vips[1]))
+    numbers = network_numbers(before, previous={})
+
+    commands = changes(
+        desired_tables(before, numbers=numbers), desired_tables(after, numbers=numbers)
+    )
+
+    chain = vip_chain(("10.254.0.1", "tcp", 80))
+    assert [next(iter(c)) for c in commands] == ["flush", "add"]
+    assert commands[0]["flush"]["chain"]["name"] == chain
+    assert commands[1]["add"]["rule"]["chain"] == chain
+
+
+# ---- the commands, replayed on a model of the table ----------------------------------------
+
+
+class Table:
+    """Enough of nftables' semantics to replay knm's commands and compare outcomes."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, set[str]] = {}
+        self.chains: dict[str, list[str]] = {}
+
+    def apply(self, commands: list[dict[str, Any]]) -> None:
+        for command in commands:
+            ((verb, body),) = command.items()
+            ((kind, spec),) = body.items()
+            getattr(self, f"_{kind}")(verb, spec)
+
+    def _table(self, verb: str, spec: dict[str, Any]) -> None:
+        if verb == "delete":
+            self.sets.clear()
+            self.chains.clear()
+
+    def _set(self, verb: str, spec: dict[str, Any]) -> None:
+        assert verb == "add"
+        self.sets.setdefault(spec["name"], set())
+
+    _map = _set
+
+    def _chain(self, verb: str, spec: dict[str, Any]) -> None:
+        name = spec["name"]
+        if verb == "add":
+            assert name not in self.chains or "hook" in spec, f"chain {name} added twice"
+            self.chains.setdefault(name, [])
+        elif verb == "flush":
+            self.chains[name].clear()
+        else:
+            del self.chains[name]
+
+    def _rule(self, verb: str, spec: dict[str, Any]) -> None:
+        self.chains[spec["chain"]].append(json.dumps(spec["expr"], sort_keys=True))
+
+    def _element(self, verb: str, spec: dict[str, Any]) -> None:
+        members = self.sets[spec["name"]]
+        for element in spec["elem"]:
+            key = json.dumps(element, sort_keys=True)
+            if verb == "add":
+                assert key not in members, f"{key} added to {spec['name']} twice"
+                members.add(key)
+            else:
+                assert key in members, f"{key} deleted from {spec['name']} but absent"
+                members.remove(key)
+
+    def vip_chains_in_map(self) -> bool:
+        targets = {json.loads(e)[1]["goto"]["target"] for e in self.sets.get("vips", set())}
+        return targets == {name for name in self.chains if name.startswith("vip_")}
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> VrouterConfigured:
+    pods = draw(
+        st.dictionaries(
+            st.integers(1, 12), st.sampled_from(["shop/web", "shop/db", "shop/api"]), max_size=8
+        )
+    )
+    addresses = draw(st.lists(st.integers(1, 4), unique=True, max_size=3))
+    vips = tuple(
+        vip(
+            f"10.254.0.{a}",
+            *draw(st.lists(st.integers(1, 12), unique=True, max_size=4)),
+            target=draw(st.sampled_from([80, 8080])),
+        )
+        for a in addresses
+    )
+    return program(pods=pods, vips=vips, allows=draw(st.integers(0, len(vips))))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(programs(), min_size=1, max_size=5))
+def test_changes_reach_the_same_table_as_building_it_afresh(
+    sequence: list[VrouterConfigured],
+) -> None:
+    numbers: dict[str, int] = {}
+    kernel = Table()
+    before: Tables | None = None
+    for config in sequence:
+        numbers = network_numbers(config, previous=numbers)
+        tables = desired_tables(config, numbers=numbers)
+        kernel.apply(full(tables) if before is None else changes(before, tables))
+        before = tables
+
+        fresh = Table()
+        fresh.apply(full(tables))
+        assert kernel.sets == fresh.sets
+        assert kernel.chains == fresh.chains
+        assert kernel.vip_chains_in_map()
