@@ -50,8 +50,9 @@ from knm.core.events.commands import AttachRequested
 from knm.core.topics import Topics
 from services.agent.cni.plugin import run as run_plugin
 from services.agent.cni.server import CniServer
+from services.agent.linux.dataplane import LinuxDataplane
 from services.agent.linux.namespaces import CLONE_NEWNET, netns_path
-from services.agent.linux.wired_pods import WiredPodsDataplane
+from services.agent.linux.vrouter import Vrouter
 from services.agent.linux.wiring import PodWiring
 from services.agent.service import Agent
 
@@ -126,7 +127,9 @@ def knm_agent(node: str, pods: list[AttachRequested]) -> Iterator[str]:
         node=NODE,
         bus=bus,
         topics=TOPICS,
-        dataplane=WiredPodsDataplane(wiring=PodWiring(node_netns=node)),
+        dataplane=LinuxDataplane(
+            wiring=PodWiring(node_netns=node), vrouter=Vrouter(node=NODE, netns=node)
+        ),
     )
     agent.start()
     while agent.step():

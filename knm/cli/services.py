@@ -168,7 +168,7 @@ def agent(
     process = AgentProcess(
         settings=config,
         node=node,
-        dataplane=agent_dataplane(dataplane, netns=netns),
+        dataplane=agent_dataplane(dataplane, node=node, netns=netns),
         cni_socket=str(cni_socket) if cni_socket is not None else None,
     )
     _serve(process, name="agent", health=process.health(), port=health_port, host=health_host)

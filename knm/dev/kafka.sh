@@ -62,11 +62,11 @@ log.retention.hours=168
 CONF
 }
 
-kafka_java() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$HERE/kafka-log4j2.properties" \
-    -Djava.io.tmpdir="$DIR/tmp" -cp "$LIB/*" "$@"
-}
+JAVA=(java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$HERE/kafka-log4j2.properties"
+  -Djava.io.tmpdir="$DIR/tmp" -cp "$LIB/*")
+
+kafka_java() { "${JAVA[@]}" "$@"; }
 
 format() {
   [ -f "$DATA/meta.properties" ] && return
@@ -83,7 +83,8 @@ up() {
   if ! pid_alive "$PID"; then
     say "starting Kafka on 127.0.0.1:$PORT"
     mkdir -p "$DIR/tmp"
-    kafka_java kafka.Kafka "$CONFIG" >>"$DIR/kafka.log" 2>&1 </dev/null &
+    # A plain command, not a function: `$!` is then the JVM itself, which `down` stops.
+    "${JAVA[@]}" kafka.Kafka "$CONFIG" >>"$DIR/kafka.log" 2>&1 </dev/null &
     echo $! >"$PID"
     disown
   fi

@@ -119,6 +119,9 @@ class LabDaemon:
         self._responders = Responders()
         self._kubelet: Kubelet | None = None
         self._supervisor: Supervisor | None = None
+        self._declared: dict[str, set[int]] = {}
+        self._names: dict[str, dict[str, int]] = {}
+        self._expected: set[str] = set()
         self._fingerprint = ""
         self._quiet_since = time.monotonic()
 
@@ -127,6 +130,12 @@ class LabDaemon:
     def up(self) -> None:
         snapshot = self._source.snapshot()
         self._declared = declared_ports(snapshot)
+        # Not ready before every manifest pod is wired: an empty database is quiet too.
+        self._expected = {
+            o.event.uid
+            for o in snapshot
+            if isinstance(o.event, PodObserved) and not o.event.host_network
+        }
         self._names = named_ports(snapshot)
         addresses = {
             o.event.name: o.event.address
@@ -209,7 +218,10 @@ class LabDaemon:
         serving.start()
         try:
             while not stop.wait(TICK):
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # one bad pass must not take the lab down
+                    log.exception("lab pass failed; trying again")
         finally:
             serving.join()
 
@@ -283,7 +295,8 @@ class LabDaemon:
         agents_ready = programs is not None and all(
             p is not None and p.get("ready") for p in programs
         )
-        record.ready = wired and agents_ready and now - self._quiet_since >= QUIET
+        complete = self._expected <= {pod.uid for pod in self._kubelet.pods.values()}
+        record.ready = wired and complete and agents_ready and now - self._quiet_since >= QUIET
         self._save_processes()
 
     def _programs(self) -> list[dict[str, Any] | None] | None:

@@ -25,9 +25,12 @@ class ProbeResult:
         return self.outcome == ANSWERED
 
 
-def _connect(ip: str, port: int, timeout: float) -> ProbeResult:
+def _connect(ip: str, port: int, timeout: float, source_port: int | None) -> ProbeResult:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout)
+        if source_port is not None:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            connection.bind(("0.0.0.0", source_port))
         try:
             connection.connect((ip, port))
             answer = connection.recv(512).decode(errors="replace").strip()
@@ -45,9 +48,12 @@ def _connect(ip: str, port: int, timeout: float) -> ProbeResult:
     return ProbeResult(ANSWERED, answered_by=answer)
 
 
-def probe(*, netns: str, ip: str, port: int, timeout: float = 1.0) -> ProbeResult:
+def probe(
+    *, netns: str, ip: str, port: int, timeout: float = 1.0, source_port: int | None = None
+) -> ProbeResult:
+    """`source_port` fixes the flow's source port (the kernel picks one otherwise)."""
     thread = NamespaceThread(netns, name="probe")
     try:
-        return thread.run(lambda: _connect(ip, port, timeout))
+        return thread.run(lambda: _connect(ip, port, timeout, source_port))
     finally:
         thread.close()

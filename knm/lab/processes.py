@@ -98,7 +98,7 @@ class Supervisor:
                 child.died_at = now
                 log.warning(
                     "process exited; restarting it",
-                    extra={"process": child.name, "code": process.returncode},
+                    extra={"child": child.name, "code": process.returncode},
                 )
             elif now - child.died_at >= RESTART_DELAY:
                 self.start(child)

@@ -178,7 +178,7 @@ class ApplierProcess:
 DATAPLANES = ("recording", "linux")
 
 
-def agent_dataplane(kind: str, *, netns: str | None) -> Dataplane:
+def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
     """The agent's dataplane: `recording` records what it would do; `linux` wires pods
     into the node's namespace (`netns`: a named one, else the agent's own)."""
     if kind == "recording":
@@ -188,10 +188,13 @@ def agent_dataplane(kind: str, *, netns: str | None) -> Dataplane:
     if kind == "linux":
         # Imported here: netlink's library takes half a second to import, which every
         # other knm command would pay.
-        from services.agent.linux.wired_pods import WiredPodsDataplane
+        from services.agent.linux.dataplane import LinuxDataplane
+        from services.agent.linux.vrouter import Vrouter
         from services.agent.linux.wiring import PodWiring
 
-        return WiredPodsDataplane(wiring=PodWiring(node_netns=netns))
+        return LinuxDataplane(
+            wiring=PodWiring(node_netns=netns), vrouter=Vrouter(node=node, netns=netns)
+        )
     raise ConfigurationError(f"unknown dataplane {kind!r}: choose from {', '.join(DATAPLANES)}")
 
 

@@ -21,7 +21,7 @@ class Wiring(Protocol):
 
     def owned(self) -> set[str]: ...
 
-    def remove_unwanted(self, wanted: set[str]) -> None: ...
+    def remove_unwanted(self, wanted: set[str]) -> set[str]: ...
 
     def close(self) -> None: ...
 
@@ -51,10 +51,9 @@ class LinuxDataplane:
             # The first program after a start is the first full view of what this node
             # should hold: interfaces knm left behind and nobody wants go now.
             wanted = {i.ifname for i in config.interfaces} | set(self._attached.values())
-            stale = self._wiring.owned() - wanted
-            if stale:
-                log.info("removing stale interfaces", extra={"interfaces": sorted(stale)})
-            self._wiring.remove_unwanted(wanted)
+            removed = self._wiring.remove_unwanted(wanted)
+            if removed:
+                log.info("removed stale interfaces", extra={"interfaces": sorted(removed)})
             self._collected = True
 
     def close(self) -> None:

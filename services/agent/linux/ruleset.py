@@ -6,12 +6,16 @@ the commands that build the table from nothing. Everything knm owns lives in one
 `ip knm`; nothing else on the node is named or touched.
 
 Per packet the cost does not grow with the cluster: a pod's network is one map lookup on
-its address, an allowed VIP one set lookup, the VIP's chain one verdict-map lookup, and
-the backend one hash into that chain's map.
+its address, an allowed VIP one set lookup, the VIP one verdict-map lookup, and the
+backend a hash of the flow into a slot and one lookup of (VIP, port, slot) in two shared
+maps (address, port). Nothing exists per service but map elements: a chain per service
+would cost the kernel a walk over all of them on every change, and an anonymous map per
+service a quadratic search for names at 10,000 services.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +29,20 @@ VXLAN_IFNAME = "knm-vxlan"
 POD_IFNAMES = "knm*"
 # On a connection: its opening packet matched an allowed (network, VIP, port).
 CT_ALLOWED = 0x1
+# Network numbers are marks from 1 to this (0 means unmarked).
+MARK_SPACE = 0x7FFFFFFF
 # Fixed, so that a restarted agent spreads new flows as the one before it did.
 HASH_SEED = 0x6B6E6D
 
 Json = dict[str, Any]
 VipKey = tuple[str, str, int]  # (vip, protocol, port)
+SLOT_KEY = ["ipv4_addr", "inet_proto", "inet_service", "mark"]
+_SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
+_DADDR = {"payload": {"protocol": "ip", "field": "daddr"}}
+_SPORT = {"payload": {"protocol": "th", "field": "sport"}}
+_DPORT = {"payload": {"protocol": "th", "field": "dport"}}
+_L4PROTO = {"meta": {"key": "l4proto"}}
+_MARK = {"meta": {"key": "mark"}}
 Backends = tuple[tuple[str, int], ...]  # ((backend ip, target port), ...)
 
 
@@ -51,16 +64,20 @@ class Tables:
 
 
 def network_numbers(config: VrouterConfigured, *, previous: Mapping[str, int]) -> dict[str, int]:
-    """A number per network the program names; a network keeps the number it had, so an
-    update never renumbers what established state (marks in flight) refers to."""
+    """A number per network the program names (the packet mark of its pods' traffic).
+
+    A network keeps the number it had, so an update never renumbers what packets in
+    flight carry; a new one takes a number derived from its name, so that a restarted
+    agent numbers as the one before it did and rebuilds the very same table.
+    """
     names = {i.network for i in config.interfaces} | {n.name for n in config.networks}
     names |= {a.from_network for a in config.allows}
     numbers = {name: number for name, number in previous.items() if name in names}
     taken = set(numbers.values())
-    candidate = 1
     for name in sorted(names - numbers.keys()):
+        candidate = zlib.crc32(name.encode()) % MARK_SPACE + 1
         while candidate in taken:
-            candidate += 1
+            candidate = candidate % MARK_SPACE + 1
         numbers[name] = candidate
         taken.add(candidate)
     return numbers
@@ -97,9 +114,9 @@ def desired_tables(config: VrouterConfigured, *, numbers: Mapping[str, int]) -> 
     )
 
 
-def vip_chain(key: VipKey) -> str:
-    vip, protocol, port = key
-    return f"vip_{vip.replace('.', '_')}_{protocol}_{port}"
+def spread_chain(count: int) -> str:
+    """The chain that hashes a flow into one of `count` slots and translates it."""
+    return f"spread_{count}"
 
 
 # ---- commands -------------------------------------------------------------------------
@@ -120,17 +137,24 @@ def full(tables: Tables) -> list[Json]:
 
 def changes(before: Tables, after: Tables) -> list[Json]:
     """From `before` to `after`: removals first (nothing grants more than either), then
-    additions; a VIP whose backends changed has its one chain rewritten."""
+    additions; a VIP whose backends changed has only its changed slots rewritten."""
     if before.gateway != after.gateway:
         return full(after)
     commands: list[Json] = []
-    gone_vips = before.vips.keys() - after.vips.keys()
+    # A VIP is an entry in `vips` (to the spread chain of its backend count) and a slot
+    # per backend in the backend maps; only what differs is touched.
+    stale = {k: v for k, v in before.vips.items() if after.vips.get(k) != v}
+    fresh = {k: v for k, v in after.vips.items() if before.vips.get(k) != v}
+    old_slots, new_slots = _slots(stale), _slots(fresh)
+    rerouted = [k for k in _sorted(stale) if len(after.vips.get(k, ())) != len(stale[k])]
+    routed = [k for k in _sorted(fresh) if len(before.vips.get(k, ())) != len(fresh[k])]
     commands += _elements("delete", "allows", before.allows - after.allows)
     commands += _elements(
-        "delete", "vips", [_vip_element(k) for k in _sorted(gone_vips)], is_map=True
+        "delete", "vips", [_vip_element(k, len(stale[k])) for k in rerouted], is_map=True
     )
-    for key in _sorted(gone_vips):
-        commands.append({"delete": {"chain": _chain(vip_chain(key))}})
+    commands += _slot_elements(
+        "delete", {s: v for s, v in old_slots.items() if new_slots.get(s) != v}
+    )
     commands += _elements("delete", "members", before.members - after.members)
     commands += _elements("delete", "pod_sources", before.pod_sources - after.pod_sources)
     commands += _elements(
@@ -155,17 +179,14 @@ def changes(before: Tables, after: Tables) -> list[Json]:
     )
     commands += _elements("add", "pod_sources", after.pod_sources - before.pod_sources)
     commands += _elements("add", "members", after.members - before.members)
-    new_vips = after.vips.keys() - before.vips.keys()
-    for key in _sorted(after.vips.keys()):
-        backends = after.vips[key]
-        if key in new_vips:
-            commands.append({"add": {"chain": _chain(vip_chain(key))}})
-        elif before.vips[key] == backends:
-            continue
-        else:
-            commands.append({"flush": {"chain": _chain(vip_chain(key))}})
-        commands.append({"add": {"rule": _dnat_rule(key, backends)}})
-    commands += _elements("add", "vips", [_vip_element(k) for k in _sorted(new_vips)], is_map=True)
+    for count in sorted(_counts(after) - _counts(before)):
+        commands += _spread(count)
+    commands += _slot_elements("add", {s: v for s, v in new_slots.items() if old_slots.get(s) != v})
+    commands += _elements(
+        "add", "vips", [_vip_element(k, len(fresh[k])) for k in routed], is_map=True
+    )
+    for count in sorted(_counts(before) - _counts(after)):
+        commands.append({"delete": {"chain": _chain(spread_chain(count))}})
     commands += _elements("add", "allows", after.allows - before.allows)
     return commands
 
@@ -194,6 +215,8 @@ def _declarations() -> list[Json]:
         declared("set", "members", ["mark", "ipv4_addr"]),
         declared("set", "allows", ["mark", "ipv4_addr", "inet_proto", "inet_service"]),
         declared("map", "vips", ["ipv4_addr", "inet_proto", "inet_service"], map="verdict"),
+        declared("map", "backend_addr", SLOT_KEY, map="ipv4_addr"),
+        declared("map", "backend_port", SLOT_KEY, map="inet_service"),
     ]
 
 
@@ -253,6 +276,11 @@ def _fixed_chains(*, gateway: str) -> list[Json]:
         rule("forward", match(iifname, POD_IFNAMES), {"jump": {"target": "from_pod"}}),
         rule("forward", match(oifname, POD_IFNAMES), {"drop": None}),
         rule("from_pod", match({"ct": {"key": "mark"}}, CT_ALLOWED), {"accept": None}),
+        # NAT's slot hash took the mark; the sender's network number goes back in.
+        rule(
+            "from_pod",
+            {"mangle": {"key": mark, "value": {"map": {"key": saddr, "data": "@pod_network"}}}},
+        ),
         rule("from_pod", match(concat(mark, daddr), "@members"), {"accept": None}),
         rule("from_pod", {"drop": None}),
         # A pod reaching its own VIP and hashed to itself: the answer must come back
@@ -267,41 +295,69 @@ def _fixed_chains(*, gateway: str) -> list[Json]:
     ]
 
 
-def _dnat_rule(key: VipKey, backends: Backends) -> Json:
-    _, protocol, _ = key
-    flow = {
-        "concat": [
-            {"payload": {"protocol": "ip", "field": "saddr"}},
-            {"payload": {"protocol": "th", "field": "sport"}},
-        ]
-    }
-    targets = [[index, {"concat": [ip, port]}] for index, (ip, port) in enumerate(backends)]
-    return {
-        "family": FAMILY,
-        "table": TABLE,
-        "chain": vip_chain(key),
-        "expr": [
-            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": protocol}},
-            {
-                "dnat": {
-                    "family": "ip",
-                    "addr": {
-                        "map": {
-                            "key": {
-                                "jhash": {"mod": len(backends), "seed": HASH_SEED, "expr": flow}
-                            },
-                            "data": {"set": targets},
-                        }
-                    },
+def _spread(count: int) -> list[Json]:
+    """The chain for VIPs of `count` backends: the flow's hash picks a slot (in the
+    packet mark, free again once NAT is done: `from_pod` sets it back), the slot the
+    backend's address and port."""
+    flow = {"concat": [_SADDR, _SPORT]}
+    slot = {"concat": [_DADDR, _L4PROTO, _DPORT, _MARK]}
+    return [
+        {"add": {"chain": _chain(spread_chain(count))}},
+        {
+            "add": {
+                "rule": {
+                    "family": FAMILY,
+                    "table": TABLE,
+                    "chain": spread_chain(count),
+                    "expr": [
+                        {
+                            "mangle": {
+                                "key": _MARK,
+                                "value": {"jhash": {"mod": count, "seed": HASH_SEED, "expr": flow}},
+                            }
+                        },
+                        {
+                            "dnat": {
+                                "family": "ip",
+                                "addr": {"map": {"key": slot, "data": "@backend_addr"}},
+                                "port": {"map": {"key": slot, "data": "@backend_port"}},
+                            }
+                        },
+                    ],
                 }
-            },
-        ],
+            }
+        },
+    ]
+
+
+def _counts(tables: Tables) -> set[int]:
+    return {len(backends) for backends in tables.vips.values()}
+
+
+Slot = tuple[str, str, int, int]  # (vip, protocol, port, index)
+
+
+def _slots(vips: Mapping[VipKey, Backends]) -> dict[Slot, tuple[str, int]]:
+    return {
+        (*key, index): backend
+        for key, backends in vips.items()
+        for index, backend in enumerate(backends)
     }
 
 
-def _vip_element(key: VipKey) -> list[Any]:
+def _slot_elements(verb: str, slots: Mapping[Slot, tuple[str, int]]) -> list[Json]:
+    ordered = sorted(slots.items())
+    addresses = [[{"concat": list(slot)}, ip] for slot, (ip, _) in ordered]
+    ports = [[{"concat": list(slot)}, port] for slot, (_, port) in ordered]
+    return [
+        *_elements(verb, "backend_addr", addresses, is_map=True),
+        *_elements(verb, "backend_port", ports, is_map=True),
+    ]
+
+
+def _vip_element(key: VipKey, count: int) -> list[Any]:
     vip, protocol, port = key
-    return [{"concat": [vip, protocol, port]}, {"goto": {"target": vip_chain(key)}}]
+    return [{"concat": [vip, protocol, port]}, {"goto": {"target": spread_chain(count)}}]
 
 
 def _elements(verb: str, name: str, elements: Iterable[Any], *, is_map: bool = False) -> list[Json]:

@@ -153,8 +153,9 @@ class PodWiring:
         with self._lock, routing(self.node_netns) as node:
             return {link.name for link in all_links(node) if pod_of(link) is not None}
 
-    def remove_unwanted(self, wanted: set[str]) -> None:
-        """Delete the host ends knm owns that are not in `wanted` (and their pods' ends)."""
+    def remove_unwanted(self, wanted: set[str]) -> set[str]:
+        """Delete the host ends knm owns that are not in `wanted` (and their pods' ends);
+        returns their names."""
         with self._lock:
             self._load()
             removed: set[str] = set()
@@ -168,6 +169,7 @@ class PodWiring:
                     self._forget(uid, link.name)
             if removed:
                 log.info("unwanted pod links removed", extra={"links": sorted(removed)})
+            return removed
 
     def interfaces(self) -> dict[str, PodInterface]:
         """The pods wired (or adopted) in this run, by uid."""

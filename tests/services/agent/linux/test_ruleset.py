@@ -18,12 +18,13 @@ from knm.core.events.vrouter import (
     VrouterConfigured,
 )
 from services.agent.linux.ruleset import (
+    MARK_SPACE,
     Tables,
     changes,
     desired_tables,
     full,
     network_numbers,
-    vip_chain,
+    spread_chain,
 )
 
 TCP80 = PolicyPortSpec(port=80, protocol="TCP")
@@ -77,11 +78,23 @@ def program(
     )
 
 
-def test_numbers_stay_with_their_networks_and_fill_gaps() -> None:
-    first = network_numbers(program(pods={1: "shop/a", 2: "shop/b", 3: "shop/c"}), previous={})
-    assert first == {"shop/a": 1, "shop/b": 2, "shop/c": 3}
-    second = network_numbers(program(pods={3: "shop/c", 4: "shop/aa"}), previous=first)
-    assert second == {"shop/c": 3, "shop/aa": 1}
+def test_numbers_come_from_names_and_stay_with_their_networks() -> None:
+    first = network_numbers(program(pods={1: "shop/a", 2: "shop/b"}), previous={})
+    assert len(set(first.values())) == 2
+    assert all(0 < number <= MARK_SPACE for number in first.values())
+    # A restart (nothing previous) numbers the same networks the same way.
+    assert network_numbers(program(pods={1: "shop/a", 2: "shop/b"}), previous={}) == first
+    # A number in use is kept even when the name would hash elsewhere.
+    kept = network_numbers(program(pods={1: "shop/a"}), previous={"shop/a": 7})
+    assert kept == {"shop/a": 7}
+
+
+def test_a_colliding_name_takes_the_next_free_number() -> None:
+    config = program(pods={1: "shop/a", 2: "shop/b"})
+    natural = network_numbers(config, previous={})
+    taken_by_a = network_numbers(config, previous={"shop/a": natural["shop/b"]})
+    assert taken_by_a["shop/a"] == natural["shop/b"]
+    assert taken_by_a["shop/b"] == natural["shop/b"] % MARK_SPACE + 1
 
 
 def test_tables_resolve_each_port_to_its_backends() -> None:
@@ -113,10 +126,49 @@ def test_a_backend_change_rewrites_only_that_vips_chain() -> None:
         desired_tables(before, numbers=numbers), desired_tables(after, numbers=numbers)
     )
 
-    chain = vip_chain(("10.254.0.1", "tcp", 80))
-    assert [next(iter(c)) for c in commands] == ["flush", "add"]
-    assert commands[0]["flush"]["chain"]["name"] == chain
-    assert commands[1]["add"]["rule"]["chain"] == chain
+    # The VIP now has one backend: its entry moves to the one-slot chain, made for it,
+    # and its second slot goes. Nothing of the other VIP is touched.
+    touched = [
+        (verb, kind, body.get("name"))
+        for c in commands
+        for verb, b in c.items()
+        for kind, body in b.items()
+    ]
+    assert touched == [
+        ("delete", "element", "vips"),
+        ("delete", "element", "backend_addr"),
+        ("delete", "element", "backend_port"),
+        ("add", "chain", spread_chain(1)),
+        ("add", "rule", None),
+        ("add", "element", "vips"),
+    ]
+    keys = [
+        json.dumps(e)
+        for c in commands
+        for b in c.values()
+        for body in b.values()
+        for e in body.get("elem", [])
+    ]
+    assert all("10.254.0.1" in key and "10.254.0.2" not in key for key in keys)
+
+
+def test_a_swapped_backend_rewrites_only_its_slot() -> None:
+    before = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 2),))
+    after = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 3),))
+    numbers = network_numbers(before, previous={})
+
+    commands = changes(
+        desired_tables(before, numbers=numbers), desired_tables(after, numbers=numbers)
+    )
+
+    assert [(verb, body["element"]["name"]) for c in commands for verb, body in c.items()] == [
+        ("delete", "backend_addr"),
+        ("delete", "backend_port"),
+        ("add", "backend_addr"),
+        ("add", "backend_port"),
+    ]
+    (added,) = commands[2]["add"]["element"]["elem"]
+    assert added == [{"concat": ["10.254.0.1", "tcp", 80, 1]}, "10.0.0.3"]
 
 
 # ---- the commands, replayed on a model of the table ----------------------------------------
@@ -170,9 +222,22 @@ class Table:
                 assert key in members, f"{key} deleted from {spec['name']} but absent"
                 members.remove(key)
 
-    def vip_chains_in_map(self) -> bool:
-        targets = {json.loads(e)[1]["goto"]["target"] for e in self.sets.get("vips", set())}
-        return targets == {name for name in self.chains if name.startswith("vip_")}
+    def consistent(self) -> bool:
+        """Every VIP entry leads to an existing spread chain whose slot count its backend
+        slots fill exactly; no spread chain or slot is left over."""
+        entries = [json.loads(e) for e in self.sets.get("vips", set())]
+        routes = {tuple(key["concat"]): verdict["goto"]["target"] for key, verdict in entries}
+        expected_slots = {
+            (*key, index)
+            for key, target in routes.items()
+            for index in range(int(target.removeprefix("spread_")))
+        }
+        for name in ("backend_addr", "backend_port"):
+            slots = {tuple(json.loads(e)[0]["concat"]) for e in self.sets.get(name, set())}
+            if slots != expected_slots:
+                return False
+        spreads = {name for name in self.chains if name.startswith("spread_")}
+        return set(routes.values()) == spreads
 
 
 @st.composite
@@ -212,4 +277,4 @@ def test_changes_reach_the_same_table_as_building_it_afresh(
         fresh.apply(full(tables))
         assert kernel.sets == fresh.sets
         assert kernel.chains == fresh.chains
-        assert kernel.vip_chains_in_map()
+        assert kernel.consistent()

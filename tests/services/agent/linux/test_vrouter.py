@@ -144,6 +144,11 @@ def test_programs_tables_and_overlay_and_leaves_the_rest(node: str) -> None:
 
         assert sorted(e["concat"][1] for e in elements(node, "members")) == ["10.0.0.1", "10.0.0.2"]
         assert len(elements(node, "vips")) == 2
+        assert sorted((e[0]["concat"][0], e[1]) for e in elements(node, "backend_addr")) == [
+            ("10.254.0.1", "10.0.0.1"),
+            ("10.254.0.1", "10.0.0.2"),
+            ("10.254.0.2", "10.0.0.2"),
+        ]
         assert [e["concat"][1:] for e in elements(node, "allows")] == [["10.254.0.1", "tcp", 80]]
         routes, neighbours, foreign = overlay_state(node)
         assert routes == {
@@ -159,6 +164,8 @@ def test_programs_tables_and_overlay_and_leaves_the_rest(node: str) -> None:
 
         assert [e["concat"][1] for e in elements(node, "members")] == ["10.0.0.1"]
         assert len(elements(node, "vips")) == 1
+        assert [e[1] for e in elements(node, "backend_addr")] == ["10.0.0.1"]
+        assert [e[1] for e in elements(node, "backend_port")] == [8080]
         assert vrouter.last.commands < 10
         routes, neighbours, foreign = overlay_state(node)
         assert routes == {"10.0.0.64/26": "192.168.0.2"}

@@ -288,8 +288,9 @@ def test_remove_unwanted_removes_only_knm_links(spaces: Namespaces, node: str) -
         ipr.link("add", ifname=host_ifname("alien"), kind="veth", peer={"ifname": "alien1"})
 
     assert wiring.owned() == {kept.ifname, gone.ifname}
-    PodWiring(node_netns=node).remove_unwanted({kept.ifname})
+    removed = PodWiring(node_netns=node).remove_unwanted({kept.ifname})
 
+    assert removed == {gone.ifname}
     assert wiring.owned() == {kept.ifname}
     with routing(node) as ipr:
         names = {x.name for x in all_links(ipr)}
