@@ -24,6 +24,7 @@ from services.agent.cni.spec import (
     CHECK,
     DEL,
     INVALID_ENVIRONMENT,
+    IO_FAILURE,
     TRY_AGAIN_LATER,
     UNKNOWN_CONTAINER,
     VERSION,
@@ -58,7 +59,7 @@ def run(environ: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] |
         document = decode_config(stdin)
         version = version_of(document) or VERSION
         validate_config(document)
-        return 0, execute(invocation(environ, document))
+        return 0, execute(invocation(environ, config=document))
     except CniError as error:
         return 1, error.document(cni_version=version)
 
@@ -101,7 +102,14 @@ def execute(call: Invocation) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    code, document = run(os.environ, sys.stdin.buffer.read())
+    document: dict[str, Any] | None
+    try:
+        stdin = sys.stdin.buffer.read()
+    except OSError as error:
+        failure = CniError(IO_FAILURE, "reading the network configuration failed", str(error))
+        code, document = 1, failure.document(cni_version=VERSION)
+    else:
+        code, document = run(os.environ, stdin)
     if document is not None:
         sys.stdout.write(json.dumps(document) + "\n")
         sys.stdout.flush()

@@ -163,7 +163,7 @@ def parse_args(value: str) -> dict[str, str]:
     return pairs
 
 
-def invocation(environ: Mapping[str, str], config: Mapping[str, Any]) -> Invocation:
+def invocation(environ: Mapping[str, str], *, config: Mapping[str, Any]) -> Invocation:
     """An ADD, CHECK or DEL's parameters, validated as the spec requires."""
     command = command_of(environ)
     container_id = environ.get("CNI_CONTAINERID", "")

@@ -76,7 +76,7 @@ def routing(path: str | None) -> Iterator[Any]:
         ipr.close()
 
 
-def read_sysctl(path: str | None, name: str) -> str:
+def read_sysctl(path: str | None, *, name: str) -> str:
     """A sysctl's value as the namespace at `path` sees it (`/proc/sys` is per namespace)."""
 
     def read() -> str:
@@ -86,7 +86,7 @@ def read_sysctl(path: str | None, name: str) -> str:
     return inside(path, read)
 
 
-def write_sysctl(path: str | None, name: str, value: str) -> None:
+def write_sysctl(path: str | None, *, name: str, value: str) -> None:
     def write() -> None:
         with open(_sysctl_file(name), "w", encoding="ascii") as target:
             target.write(value)

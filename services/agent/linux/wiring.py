@@ -94,6 +94,7 @@ class PodWiring:
         self._found: dict[str, str] = {}
         self._waiting: dict[str, PodInterface] = {}
         self._loaded = False
+        self._forwarding = False
 
     # -- the dataplane's pod half -------------------------------------------------------
 
@@ -104,13 +105,16 @@ class PodWiring:
                 self._adopt(iface)
                 return
             current = self._wired.get(iface.pod_uid)
-            problems = self._problems(iface, sandbox)
-            if not problems:
-                self._wired[iface.pod_uid] = _Wired(iface=iface, sandbox=sandbox)
-                self._waiting.pop(iface.pod_uid, None)
-                self._found.pop(iface.pod_uid, None)
-                return
-            self._wire(iface, sandbox)
+            with routing(self.node_netns) as node:
+                # The host end first: a pod new to the node has none, and is wired at once.
+                if not _host_problems(node, iface, mtu=self._mtu) and not self._pod_problems(
+                    node, iface, sandbox
+                ):
+                    self._wired[iface.pod_uid] = _Wired(iface=iface, sandbox=sandbox)
+                    self._waiting.pop(iface.pod_uid, None)
+                    self._found.pop(iface.pod_uid, None)
+                    return
+                self._wire(node, iface, sandbox)
             self._ensure_forwarding()
             log.info(
                 "pod rewired" if current is not None else "pod wired",
@@ -120,18 +124,23 @@ class PodWiring:
     def detach(self, pod_uid: str) -> None:
         with self._lock:
             self._load()
+            if not self._names(pod_uid):
+                self._waiting.pop(pod_uid, None)
+                return
+            with routing(self.node_netns) as node:
+                removed = self._unwire(node, pod_uid=pod_uid)
             self._waiting.pop(pod_uid, None)
             entry = self._wired.pop(pod_uid, None)
             self._found.pop(pod_uid, None)
-            with routing(self.node_netns) as node:
-                removed = self._unwire(node, pod_uid=pod_uid)
             if removed or entry is not None:
                 extra = _pod(entry.iface) if entry is not None else {"pod_uid": pod_uid}
                 log.info("pod unwired", extra={**extra, "links": sorted(removed)})
 
     def check(self, iface: PodInterface, sandbox: Sandbox) -> list[str]:
-        with self._lock:
-            return self._problems(iface, sandbox)
+        with self._lock, routing(self.node_netns) as node:
+            return _host_problems(node, iface, mtu=self._mtu) + self._pod_problems(
+                node, iface, sandbox
+            )
 
     def close(self) -> None:
         # Every operation opens and closes its own netlink connections.
@@ -145,7 +154,8 @@ class PodWiring:
             return {link.name for link in all_links(node) if pod_of(link) is not None}
 
     def remove_unwanted(self, wanted: set[str]) -> set[str]:
-        """Delete the host ends knm owns that are not in `wanted`; returns their names."""
+        """Delete the host ends knm owns that are not in `wanted` (and their pods' ends);
+        returns their names."""
         with self._lock:
             self._load()
             removed: set[str] = set()
@@ -207,31 +217,23 @@ class PodWiring:
         self._waiting[iface.pod_uid] = iface
         log.info("pod waits for its sandbox", extra={**_pod(iface), "problems": problems})
 
-    def _problems(self, iface: PodInterface, sandbox: Sandbox) -> list[str]:
+    def _pod_problems(self, node: Any, iface: PodInterface, sandbox: Sandbox) -> list[str]:
         if not os.path.exists(sandbox.netns):
             return [f"sandbox {sandbox.netns} does not exist"]
-        with routing(self.node_netns) as node:
-            problems = _host_problems(node, iface, mtu=self._mtu)
-            host = find_link(node, iface.ifname)
-            with routing(sandbox.netns) as pod, _descriptor(sandbox.netns) as descriptor:
-                problems += _pod_problems(
-                    pod,
-                    iface,
-                    sandbox,
-                    host=host,
-                    sandbox_nsid=netnsid(node, descriptor),
-                    mtu=self._mtu,
-                )
-        return problems
+        with routing(sandbox.netns) as pod, _descriptor(sandbox.netns) as descriptor:
+            return _pod_problems(
+                pod,
+                iface,
+                sandbox,
+                host=find_link(node, iface.ifname),
+                sandbox_nsid=netnsid(node, descriptor),
+                mtu=self._mtu,
+            )
 
-    def _wire(self, iface: PodInterface, sandbox: Sandbox) -> None:
-        with (
-            routing(self.node_netns) as node,
-            routing(sandbox.netns) as pod,
-            _descriptor(sandbox.netns) as descriptor,
-        ):
+    def _wire(self, node: Any, iface: PodInterface, sandbox: Sandbox) -> None:
+        with routing(sandbox.netns) as pod, _descriptor(sandbox.netns) as descriptor:
             occupant = find_link(pod, sandbox.ifname)
-            if occupant is not None and not _peer_of_pod(
+            if occupant is not None and not self._peer_of_pod(
                 node, occupant, iface, sandbox_nsid=netnsid(node, descriptor)
             ):
                 raise SandboxInUseError(
@@ -265,34 +267,57 @@ class PodWiring:
         self._waiting.pop(iface.pod_uid, None)
         self._found.pop(iface.pod_uid, None)
 
+    def _names(self, pod_uid: str, name: str | None = None) -> set[str]:
+        """The host ends the pod may have: the one it is to take, and those this wiring
+        made or found for it (the map is whole: it starts from every link of the node)."""
+        names = {name} if name is not None else set()
+        wired = self._wired.get(pod_uid)
+        if wired is not None:
+            names.add(wired.iface.ifname)
+        found = self._found.get(pod_uid)
+        if found is not None:
+            names.add(found)
+        return names
+
     def _unwire(self, node: Any, *, pod_uid: str, name: str | None = None) -> set[str]:
-        """Delete the pod's host ends: any carrying its alias, and a knm host end holding
+        """Delete the pod's host ends: those carrying its mark, and a knm host end holding
         the name the pod is to take. A link of that name that is not knm's is left alone
         (and the wiring fails)."""
         removed = set()
-        for link in all_links(node):
+        for candidate in sorted(self._names(pod_uid, name)):
+            link = find_link(node, candidate)
+            if link is None:
+                continue
             owner = pod_of(link)
             if owner is None:
-                if link.name == name:
+                if candidate == name:
                     raise WiringError(f"{name} exists in the node and is not knm's")
                 continue
-            if (owner == pod_uid or link.name == name) and delete_link(node, link.index):
-                removed.add(link.name)
+            if (owner == pod_uid or candidate == name) and delete_link(node, link.index):
+                removed.add(candidate)
         return removed
 
+    def _peer_of_pod(
+        self, node: Any, link: Link, iface: PodInterface, *, sandbox_nsid: int | None
+    ) -> bool:
+        """Whether `link` (in the sandbox) is the other end of one of the pod's host ends."""
+        for name in self._names(iface.pod_uid, iface.ifname):
+            host = find_link(node, name)
+            if host is None or (name != iface.ifname and pod_of(host) != iface.pod_uid):
+                continue
+            if host.peer == link.index and host.peer_nsid == sandbox_nsid:
+                return True
+        return False
+
     def _ensure_forwarding(self) -> None:
-        if read_sysctl(self.node_netns, FORWARDING) != "1":
-            write_sysctl(self.node_netns, FORWARDING, "1")
+        # Once per wiring (per agent run): the read costs a thread, and a node does not
+        # turn forwarding off behind its agent's back.
+        if self._forwarding:
+            return
+        if read_sysctl(self.node_netns, name=FORWARDING) != "1":
+            write_sysctl(self.node_netns, name=FORWARDING, value="1")
             log.info("forwarding enabled", extra={"netns": self.node_netns or "(own)"})
-
-
-def _peer_of_pod(node: Any, link: Link, iface: PodInterface, *, sandbox_nsid: int | None) -> bool:
-    """Whether `link` (in the sandbox) is the other end of one of the pod's host ends."""
-    for host in all_links(node):
-        mine = host.name == iface.ifname or pod_of(host) == iface.pod_uid
-        if mine and host.peer == link.index and host.peer_nsid == sandbox_nsid:
-            return True
-    return False
+        self._forwarding = True
 
 
 def _wire_host(node: Any, host: Link, iface: PodInterface, sandbox: Sandbox) -> None:

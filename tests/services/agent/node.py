@@ -17,6 +17,9 @@ from knm.core.events.base import Event
 from knm.core.events.commands import AttachRequested, DetachRequested
 from services.agent.cni.server import CniServer
 from services.agent.dataplane import Dataplane
+from services.agent.linux.dataplane import LinuxDataplane
+from services.agent.linux.vrouter import Vrouter
+from services.agent.linux.wiring import PodWiring
 from services.agent.service import Agent
 from tests.services.applier.builders import GATEWAY, TOPICS, publish
 
@@ -44,6 +47,13 @@ def detach(command: AttachRequested) -> DetachRequested:
         namespace=command.namespace,
         name=command.name,
         ifname=command.ifname,
+    )
+
+
+def linux_dataplane(netns: str) -> LinuxDataplane:
+    """The Linux dataplane of a node whose namespace is `netns`."""
+    return LinuxDataplane(
+        wiring=PodWiring(node_netns=netns), vrouter=Vrouter(node=NODE, netns=netns)
     )
 
 

@@ -13,14 +13,20 @@ from knm.core.bus.memory import MemoryBus
 from services.agent.cni.protocol import Attachment, Request
 from services.agent.cni.spec import ADD, CHECK, DEL, CniError, PodRef
 from services.agent.dataplane import PodInterface, Sandbox
+from services.agent.linux.dataplane import LinuxDataplane
 from services.agent.linux.links import find_link, ipv4_addresses
 from services.agent.linux.namespaces import routing
-from services.agent.linux.wired_pods import WiredPodsDataplane
-from services.agent.linux.wiring import PodWiring
 from services.agent.recording import RecordingDataplane
 from services.agent.service import Agent
 from tests.services.agent.namespaces import Namespaces
-from tests.services.agent.node import NODE, attach, detach, eventually, running_agent
+from tests.services.agent.node import (
+    NODE,
+    attach,
+    detach,
+    eventually,
+    linux_dataplane,
+    running_agent,
+)
 from tests.services.applier.builders import TOPICS, publish
 
 POD = attach("p1", "10.0.0.5", name="web-1")
@@ -53,13 +59,11 @@ def node(spaces: Namespaces) -> str:
 
 
 @pytest.fixture
-def dataplane(node: str) -> WiredPodsDataplane:
-    return WiredPodsDataplane(wiring=PodWiring(node_netns=node))
+def dataplane(node: str) -> LinuxDataplane:
+    return linux_dataplane(node)
 
 
-def test_an_add_waits_for_its_pods_command(
-    spaces: Namespaces, dataplane: WiredPodsDataplane
-) -> None:
+def test_an_add_waits_for_its_pods_command(spaces: Namespaces, dataplane: LinuxDataplane) -> None:
     box = spaces.make("pod")
     with running_agent(dataplane) as running:
         answers: list[Attachment] = []
@@ -80,7 +84,7 @@ def test_an_add_waits_for_its_pods_command(
 
 
 def test_a_new_command_for_a_pod_rewires_it_in_its_sandbox(
-    spaces: Namespaces, dataplane: WiredPodsDataplane
+    spaces: Namespaces, dataplane: LinuxDataplane
 ) -> None:
     box = spaces.make("pod")
     with running_agent(dataplane, commands=(POD,)) as running:
@@ -93,7 +97,7 @@ def test_a_new_command_for_a_pod_rewires_it_in_its_sandbox(
 
 
 def test_a_detach_command_unwires_the_pod_and_forgets_its_sandbox(
-    spaces: Namespaces, node: str, dataplane: WiredPodsDataplane
+    spaces: Namespaces, node: str, dataplane: LinuxDataplane
 ) -> None:
     box = spaces.make("pod")
     with running_agent(dataplane, commands=(POD,)) as running:
@@ -108,7 +112,7 @@ def test_a_detach_command_unwires_the_pod_and_forgets_its_sandbox(
 
 
 def test_the_del_of_a_sandbox_the_pod_has_left_keeps_its_new_wiring(
-    spaces: Namespaces, dataplane: WiredPodsDataplane
+    spaces: Namespaces, dataplane: LinuxDataplane
 ) -> None:
     old, new = spaces.make("old"), spaces.make("new")
     with running_agent(dataplane, commands=(POD,)) as running:
@@ -128,13 +132,11 @@ def test_a_restarted_agent_adopts_the_wiring_and_check_teaches_it_the_sandbox(
 ) -> None:
     box = spaces.make("pod")
     bus = MemoryBus(partitions=2)
-    with running_agent(
-        WiredPodsDataplane(wiring=PodWiring(node_netns=node)), bus=bus, commands=(POD,)
-    ) as first:
+    with running_agent(linux_dataplane(node), bus=bus, commands=(POD,)) as first:
         first.agent.cni_add(request(ADD, box))
     index = host_index(node)
 
-    with running_agent(WiredPodsDataplane(wiring=PodWiring(node_netns=node)), bus=bus) as second:
+    with running_agent(linux_dataplane(node), bus=bus) as second:
         assert host_index(node) == index
         assert second.agent.sandboxes == {}
 
@@ -148,7 +150,7 @@ def test_a_restarted_agent_adopts_the_wiring_and_check_teaches_it_the_sandbox(
 
 
 def test_check_of_a_sandbox_never_wired_is_an_unknown_container(
-    spaces: Namespaces, dataplane: WiredPodsDataplane
+    spaces: Namespaces, dataplane: LinuxDataplane
 ) -> None:
     box = spaces.make("pod")
     with running_agent(dataplane, commands=(POD,)) as running, pytest.raises(CniError) as error:
@@ -159,7 +161,7 @@ def test_check_of_a_sandbox_never_wired_is_an_unknown_container(
 
 
 def test_check_of_a_wiring_that_drifted_says_what_differs(
-    spaces: Namespaces, node: str, dataplane: WiredPodsDataplane
+    spaces: Namespaces, node: str, dataplane: LinuxDataplane
 ) -> None:
     box = spaces.make("pod")
     with running_agent(dataplane, commands=(POD,)) as running:
@@ -177,7 +179,7 @@ def test_check_of_a_wiring_that_drifted_says_what_differs(
 
 
 def test_an_add_into_a_sandbox_whose_interface_name_is_taken_is_refused(
-    spaces: Namespaces, dataplane: WiredPodsDataplane
+    spaces: Namespaces, dataplane: LinuxDataplane
 ) -> None:
     box = spaces.make("pod")
     with routing(box) as ipr:
@@ -287,7 +289,7 @@ def test_a_command_the_dataplane_failed_on_is_retried_by_the_next_step(
         node=NODE,
         bus=bus,
         topics=TOPICS,
-        dataplane=WiredPodsDataplane(wiring=PodWiring(node_netns=late)),
+        dataplane=linux_dataplane(late),
     )
     agent.start()
     with pytest.raises(FileNotFoundError):

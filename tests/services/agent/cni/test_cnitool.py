@@ -17,10 +17,9 @@ import pytest
 
 from services.agent.linux.links import all_links, find_link, ipv4_addresses
 from services.agent.linux.namespaces import routing
-from services.agent.linux.wired_pods import WiredPodsDataplane
-from services.agent.linux.wiring import PodWiring, pod_of
+from services.agent.linux.wiring import pod_of
 from tests.services.agent.namespaces import Namespaces
-from tests.services.agent.node import NodeAgent, attach, running_agent
+from tests.services.agent.node import NodeAgent, attach, linux_dataplane, running_agent
 
 POD = attach("p1", "10.0.0.5", name="web-1")
 # Where the venv installed the knm-cni executable.
@@ -78,9 +77,7 @@ def node(spaces: Namespaces) -> str:
 
 @pytest.fixture
 def agent(node: str) -> Iterator[NodeAgent]:
-    with running_agent(
-        WiredPodsDataplane(wiring=PodWiring(node_netns=node)), commands=(POD,)
-    ) as running:
+    with running_agent(linux_dataplane(node), commands=(POD,)) as running:
         yield running
 
 

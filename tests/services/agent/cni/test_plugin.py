@@ -271,3 +271,22 @@ def test_the_plugin_imports_nothing_heavy() -> None:
     loaded = set(done.stdout.split())
     heavy = {"pydantic", "sqlalchemy", "kafka", "pyroute2", "knm", "yaml", "dataclasses"}
     assert not heavy & loaded
+
+
+def test_unreadable_input_is_an_io_failure(tmp_path: Path) -> None:
+    # Standard input open for writing only: reading it fails (EBADF).
+    descriptor = os.open(tmp_path / "input", os.O_WRONLY | os.O_CREAT)
+    try:
+        done = subprocess.run(
+            [str(KNM_CNI)],
+            stdin=descriptor,
+            env=environ("ADD"),
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+    finally:
+        os.close(descriptor)
+
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["code"] == 5
