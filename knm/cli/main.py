@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from knm.cli import admin, dev, services
+from knm.cli import admin, audit, dev, services
 from knm.cli.common import BadInputError, FormatOption, OutputFormat, reported, settings
 from knm.cli.render import model_tables, node_table, print_tables
 from knm.core import logs
@@ -116,6 +116,7 @@ def build() -> typer.Typer:
     admin.register(app)
     dev.register(app)
     services.register(app)
+    audit.register(app)
     return app
 
 
