@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, TypeVar
 
 import typer
@@ -141,7 +142,7 @@ def who_had(
             if output is OutputFormat.JSON:
                 print(holder.model_dump_json(indent=2) if holder else "null")
             elif holder is None:
-                Console().print(f"nobody held {address} at {instant.isoformat()}")
+                Console().print(f"nobody held {address} at {_when(instant)}")
             else:
                 Console().print(_holder_table(holder))
             return
@@ -191,12 +192,12 @@ def history_service(
     _print_holdings(f"Backends of service {service}", found.backends, truncated=False)
 
 
-def _when(value: object) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else "-"
+def _when(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else "-"
 
 
 def _holder_table(holder: Holder) -> Table:
-    table = Table(title=f"{holder.ip} at {holder.at.isoformat()}", title_justify="left")
+    table = Table(title=f"{holder.ip} at {_when(holder.at)}", title_justify="left")
     for column in ("kind", "holder", "uid", "node", "network", "since", "fact"):
         table.add_column(column)
     table.add_row(
@@ -205,7 +206,7 @@ def _holder_table(holder: Holder) -> Table:
         holder.uid,
         holder.node or "-",
         holder.network or "-",
-        holder.allocated_at.isoformat(),
+        _when(holder.allocated_at),
         holder.allocation_fact_id,
     )
     return table
