@@ -27,6 +27,7 @@ from knm.cli.common import (
 )
 from knm.core import logs
 from knm.core.store.database import require_current_schema
+from knm.runtime.process import stop_on_signals
 from services.audit.app import create_app, openapi_text
 from services.audit.database import read_only_engine
 from services.audit.models import Holder, Holding
@@ -106,6 +107,9 @@ def audit_api(
                 lifespan="off",
             )
         )
+        # uvicorn stops gracefully on SIGTERM, then hands the signal on to the handler it
+        # found: with this one, the process ends as knm's services do, with exit code 0.
+        stop_on_signals()
         server.run()
     finally:
         engine.dispose()
