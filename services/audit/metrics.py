@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from knm.core.clock import Clock
 from knm.core.settings import Settings
 from knm.core.store.schema import AddressHistoryRow, table
+from services.audit.database import reading
 from services.audit.queries.pools import pool_usage
 
 log = logging.getLogger("knm.audit")
@@ -65,7 +66,7 @@ class DatabaseCollector(Collector):
             "knm_audit_database_up", "1 when the last scrape could read the database"
         )
         try:
-            with self._lock, self._engine.connect() as connection:
+            with self._lock, reading(self._engine, consistent=True) as connection:
                 self._count_new_lines(connection)
                 counts = dict(self._counts)
                 usage = pool_usage(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, status
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
 
 from knm.core.clock import Clock
 from knm.core.settings import Settings
 from services.audit import params
 from services.audit.auth import UNAUTHORIZED, Tokens, token_required
+from services.audit.database import reading
 from services.audit.models import (
     AddressHistory,
     ChangePage,
@@ -30,6 +32,8 @@ from services.audit.queries.objects import pod_history, service_history
 from services.audit.queries.pools import pool_usage
 from services.audit.strict import declared_queries_only
 
+T = TypeVar("T")
+
 UNAVAILABLE = "the database is unavailable; try again"
 
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -43,11 +47,12 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) -> None:
-    """Sync route functions: FastAPI runs them in its thread pool, so a query waiting on
-    the database holds a thread, not the event loop.
-
-    Routes go straight onto the application (no included router), so that `app.routes`
+    """Routes go straight onto the application (no included router), so that `app.routes`
     lists each of them with its full path.
+
+    The route functions are coroutines that hand only the database work to the thread
+    pool (`read`): a query waiting on the database holds a thread, not the event loop,
+    and the rest of a request (checking, serializing) costs no further thread switch.
     """
     # In this order: a caller without a token learns nothing about its parameters.
     required = [
@@ -59,23 +64,30 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
         responses = {**COMMON_RESPONSES, **options.pop("responses", {})}
         return app.get(f"/v1{path}", dependencies=required, responses=responses, **options)
 
+    def connected(query: Callable[[Connection], T], consistent: bool) -> T:
+        with reading(engine, consistent=consistent) as connection:
+            return query(connection)
+
+    async def read(query: Callable[[Connection], T], *, consistent: bool = False) -> T:
+        """`consistent` for answers made of several statements: one snapshot for all."""
+        return await run_in_threadpool(connected, query, consistent)
+
     @get(
         "/ips/{ip}/holder",
         response_model=Holder,
         responses={404: {"model": Problem, "description": "Nobody held the address then."}},
         summary="Who held an address at an instant",
     )
-    def holder(*, ip: params.Ip, at: params.At) -> Holder:
+    async def holder(*, ip: params.Ip, at: params.At) -> Holder:
         """The pod or service that held the address at `at` (allocated at or before it,
         not released by then); 404 if the address was free."""
-        with engine.connect() as connection:
-            found = holder_at(connection, ip=ip, at=at)
+        found = await read(lambda connection: holder_at(connection, ip=ip, at=at))
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nobody held {ip} at {at.isoformat()}")
         return found
 
     @get("/ips/{ip}/history", response_model=AddressHistory, summary="Every holder of an address")
-    def ip_history(
+    async def ip_history(
         *,
         ip: params.Ip,
         since: params.Since = None,
@@ -86,43 +98,57 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
         floating IP, whose tenure overlaps [from, to], oldest first, with the ids of the
         facts that caused each allocation and release. An empty window (from after to)
         has none."""
-        with engine.connect() as connection:
-            return address_history(connection, ip=ip, since=since, until=until, limit=limit)
+        return await read(
+            lambda connection: address_history(
+                connection, ip=ip, since=since, until=until, limit=limit
+            )
+        )
 
     @get(
         "/pods/{namespace}/{name}/history",
         response_model=PodHistory,
         summary="Every address a pod name held",
     )
-    def pod(
+    async def pod(
         *, namespace: params.Namespace, name: params.PodName, limit: params.HistoryLimit = 1000
     ) -> PodHistory:
         """Every address and floating IP that pods of this name held, across their UIDs
         (a pod deleted and created again keeps its name, not its UID), oldest first."""
-        with engine.connect() as connection:
-            return pod_history(connection, namespace=namespace, name=name, limit=limit)
+        return await read(
+            lambda connection: pod_history(connection, namespace=namespace, name=name, limit=limit)
+        )
 
     @get(
         "/services/{namespace}/{name}/history",
         response_model=ServiceHistory,
         summary="A service's VIPs and backends over time",
     )
-    def service(
-        *, namespace: params.Namespace, name: params.ServiceName, limit: params.HistoryLimit = 1000
+    async def service(
+        *,
+        namespace: params.Namespace,
+        name: params.ServiceName,
+        limit: params.HistoryLimit = 1000,
     ) -> ServiceHistory:
         """The service's VIPs, and its backend membership: each pod's tenure of the VIP as
         a floating IP."""
-        with engine.connect() as connection:
-            return service_history(connection, namespace=namespace, name=name, limit=limit)
+        return await read(
+            lambda connection: service_history(
+                connection, namespace=namespace, name=name, limit=limit
+            ),
+            consistent=True,
+        )
 
     @get("/networks", response_model=Networks, summary="The current networks")
-    def networks(
+    async def networks(
         *, namespace: params.NamespaceFilter = None, kind: params.NetworkKindFilter = None
     ) -> Networks:
         """Every network now: one per collection, one per service with a VIP, with how
         many members and policies each has."""
-        with engine.connect() as connection:
-            return Networks(items=list_networks(connection, namespace=namespace, kind=kind))
+        found = await read(
+            lambda connection: list_networks(connection, namespace=namespace, kind=kind),
+            consistent=True,
+        )
+        return Networks(items=found)
 
     @get(
         "/networks/{namespace}/{name}",
@@ -130,7 +156,7 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
         responses={404: {"model": Problem, "description": "No such network now."}},
         summary="A network's members and policies",
     )
-    def network(
+    async def network(
         *,
         namespace: params.Namespace,
         name: params.NetworkName,
@@ -138,14 +164,18 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
     ) -> NetworkDetail:
         """The network `<namespace>/<name>` now: its pods (a pod network) or its service
         and backends (a service network), what it may reach and who may reach it."""
-        with engine.connect() as connection:
-            found = network_detail(connection, namespace=namespace, name=name, kind=kind)
+        found = await read(
+            lambda connection: network_detail(
+                connection, namespace=namespace, name=name, kind=kind
+            ),
+            consistent=True,
+        )
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no network {namespace}/{name}")
         return found
 
     @get("/allocations", response_model=ChangePage, summary="The change log")
-    def allocations(
+    async def allocations(
         *,
         namespace: params.NamespaceFilter = None,
         network: params.NetworkFilter = None,
@@ -169,17 +199,21 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
             since=since,
             until=until,
         )
-        with engine.connect() as connection:
-            return changes(connection, matching=matching, after=cursor, limit=limit)
+        return await read(
+            lambda connection: changes(connection, matching=matching, after=cursor, limit=limit)
+        )
 
     @get("/pools", response_model=Pools, summary="Pool capacity and usage")
-    def pools() -> Pools:
+    async def pools() -> Pools:
         """Capacity, used, quarantined and free addresses per pool and per node block."""
-        with engine.connect() as connection:
-            return pool_usage(
+        now = clock()
+        return await read(
+            lambda connection: pool_usage(
                 connection,
                 pod_pools=settings.pod_pools,
                 service_pools=settings.service_pools,
                 block_prefix=settings.block_prefix,
-                now=clock(),
-            )
+                now=now,
+            ),
+            consistent=True,
+        )

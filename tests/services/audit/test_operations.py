@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from services.audit.database import read_only_engine
+from services.audit.database import read_only_engine, reading
 from tests.conftest import fresh_postgres_database, required
 from tests.runtime.fleet import free_port
 from tests.services.audit.conftest import AUTH, audit_app
@@ -110,14 +110,21 @@ def test_without_the_database_requests_get_503_and_the_process_stays_live() -> N
         reader.dispose()
 
 
-def test_the_api_sees_one_snapshot_per_request_and_cannot_write() -> None:
-    """REPEATABLE READ, read-only, on PostgreSQL: the statements of one answer agree."""
+def test_an_answer_of_several_statements_sees_one_snapshot() -> None:
+    """On PostgreSQL: one statement alone runs in autocommit, several share a REPEATABLE
+    READ transaction; both are read-only."""
     for url in fresh_postgres_database(required("KNM_DATABASE_URL")):
         reader = read_only_engine(url)
         try:
-            with reader.connect() as connection:
-                level = connection.execute(text("SHOW transaction_isolation")).scalar()
-                read_only = connection.execute(text("SHOW transaction_read_only")).scalar()
-            assert (level, read_only) == ("repeatable read", "on")
+            for consistent, level in ((False, "read committed"), (True, "repeatable read")):
+                with reading(reader, consistent=consistent) as connection:
+                    shown = connection.execute(text("SHOW transaction_isolation")).scalar()
+                    read_only = connection.execute(text("SHOW transaction_read_only")).scalar()
+                    snapshots = connection.execute(
+                        text("SELECT now() = statement_timestamp()")
+                    ).scalar()
+                assert (shown, read_only) == (level, "on")
+                # In a transaction, now() is its start; alone, each statement's own.
+                assert snapshots is (not consistent)
         finally:
             reader.dispose()
