@@ -107,3 +107,21 @@ def test_the_api_connections_cannot_write(engine: Engine) -> None:
             assert connection.execute(text("SELECT count(*) FROM address_history")).scalar() == 0
     finally:
         reader.dispose()
+
+
+def test_the_holders_index_leaves_the_floating_lines_out(engine: Engine) -> None:
+    """What the migration made, not only what the models say (Alembic's comparison does
+    not look at an index's predicate)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            definition = connection.execute(
+                text(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_address_history_holder'"
+                )
+            ).scalar_one()
+            assert definition.endswith("(ip, at, seq) WHERE ((kind)::text <> 'floating'::text)")
+        else:
+            definition = connection.execute(
+                text("SELECT sql FROM sqlite_master WHERE name = 'ix_address_history_holder'")
+            ).scalar_one()
+            assert definition.endswith("(ip, at, seq) WHERE kind <> 'floating'")
