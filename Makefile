@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test check lint typecheck unit services venv bench clean
+.PHONY: demo test check lint typecheck unit services venv bench clean openapi
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "knm needs Python 3.11 or newer")'
@@ -39,6 +39,10 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/embedded_throughput.py
+
+# The audit API's OpenAPI document, kept in the repository (a test holds it in sync).
+openapi: $(STAMP)
+	$(BIN)/knm audit-api --print-openapi > docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
@@ -11,6 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from knm.core.domain.model import NetworkSettings
 from knm.core.topics import Topics
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _split(value: object) -> object:
@@ -42,10 +45,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "human"] = "json"
 
-    @field_validator("pod_pools", "service_pools", mode="before")
+    # The audit API's accepted bearer tokens, as SHA-256 hex digests: a leaked setting
+    # does not leak a token. `printf %s "$TOKEN" | sha256sum` makes one.
+    audit_token_hashes: Annotated[list[str], NoDecode] = []
+
+    @field_validator("pod_pools", "service_pools", "audit_token_hashes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("audit_token_hashes")
+    @classmethod
+    def _sha256_hex(cls, value: list[str]) -> list[str]:
+        digests = [digest.lower() for digest in value]
+        for digest in digests:
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(
+                    "each token hash must be a SHA-256 digest in hex (64 characters), "
+                    'not a token: printf %s "$TOKEN" | sha256sum'
+                )
+        return digests
 
     def network(self) -> NetworkSettings:
         return NetworkSettings(

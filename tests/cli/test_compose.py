@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def variables_knm_reads() -> set[str]:
 
 def test_compose_runs_every_service_of_the_pipeline() -> None:
     commands = {service["command"][0] for service in knm_services().values()}
-    assert {"db", "topics", "watcher", "allocator", "applier", "agent"} <= commands
+    assert {"db", "topics", "watcher", "allocator", "applier", "agent", "audit-api"} <= commands
 
 
 @pytest.mark.parametrize("name", sorted(knm_services()))
@@ -97,3 +98,20 @@ def test_services_wait_for_what_they_need() -> None:
     for name in ("watcher", "allocator", "applier", "agent-node-1", "agent-node-2"):
         assert "topics" in services[name]["depends_on"]
         assert "healthcheck" in services[name]
+
+
+def test_the_audit_api_serves_what_its_healthcheck_and_port_reach() -> None:
+    service = compose()["services"]["audit-api"]
+    command = parse(service["command"])
+    assert command.name == "audit-api"
+    context = command.make_context("audit-api", list(service["command"][1:]))
+    assert (context.params["host"], context.params["port"]) == ("0.0.0.0", 8080)
+    assert any(str(context.params["port"]) in check for check in service["healthcheck"]["test"])
+    assert service["ports"] == [f"127.0.0.1:8088:{context.params['port']}"]
+    assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # The development token's digest, behind a variable to give one's own.
+    value = service["environment"]["KNM_AUDIT_TOKEN_HASHES"]
+    default = value.removeprefix("${KNM_AUDIT_TOKEN_HASHES:-").removesuffix("}")
+    assert Settings(audit_token_hashes=default).audit_token_hashes == [
+        hashlib.sha256(b"knm-dev-token").hexdigest()
+    ]

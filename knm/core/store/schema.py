@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -180,9 +181,15 @@ class TombstoneRow(Base):
 # ---- the append-only allocation history -------------------------------------------------
 
 
+# Lines of floating IPs share their VIP's address but do not hold it: they say which pods
+# carry it. Leaving them out of this index keeps "who held IP X at T" one seek however
+# many backends came and went.
+HOLDER_LINES = "kind <> 'floating'"
+
+
 class AddressHistoryRow(Base):
     """Every allocation and release, never updated: "who held IP X at T" is one seek on
-    (ip, at) for the newest line at or before T."""
+    (ip, at, seq) among the holders' lines for the newest one at or before T."""
 
     __tablename__ = "address_history"
     seq: Mapped[int] = mapped_column(Serial, primary_key=True, autoincrement=True)
@@ -203,6 +210,14 @@ class AddressHistoryRow(Base):
         Index(None, "ip", "at"),
         Index(None, "namespace", "name", "at"),
         Index(None, "at"),
+        Index(
+            "ix_address_history_holder",
+            "ip",
+            "at",
+            "seq",
+            postgresql_where=text(HOLDER_LINES),
+            sqlite_where=text(HOLDER_LINES),
+        ),
     )
 
 

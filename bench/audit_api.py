@@ -1,0 +1,345 @@
+"""The audit API under load: 1,000,000 history lines in PostgreSQL, `knm audit-api` in a
+second process, 32 concurrent clients for 20 s.
+
+    eval "$(.venv/bin/knm dev services up)"
+    .venv/bin/python bench/audit_api.py            # --rows 1000000 --clients 32 --seconds 20
+
+The history is what a busy cluster leaves after a month: 60,000 pod addresses each held
+in turn by several pods (released, quarantined, handed out again), and 1,000 services
+whose VIPs their backends carried as floating IPs, written in time order with COPY. The
+clients alternate the two questions the API exists for: who held address X at T
+(`/v1/ips/{ip}/holder`, a random used address at a random instant of the month) and a
+history (`/v1/ips/{ip}/history` and `/v1/pods/{ns}/{name}/history`, in turn). Each
+client sends its next request when the last is answered (closed loop), or with `--rate`
+on a fixed schedule (open loop); the first `--warmup` seconds are not counted.
+
+Prints one JSON line: `holder_p99_ms`, `history_p99_ms`, `rps`, and their context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx2
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.allocation_throughput import drop_database, fresh_database
+from knm.core.store.database import create_engine, upgrade
+from tests.runtime.fleet import free_port
+
+TOKEN = "bench-audit-token"
+START = datetime(2026, 10, 1, tzinfo=UTC)
+MONTH = timedelta(days=30)
+POD_ADDRESSES = 60_000
+SERVICES = 1_000
+COLUMNS = "ip, action, kind, pool, namespace, name, uid, network, node, service, at, fact_id"
+
+
+@dataclass
+class History:
+    lines: list[tuple[object, ...]] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    pods: list[tuple[str, str]] = field(default_factory=list)
+
+
+def history(rows: int, rng: random.Random) -> History:
+    """`rows` lines: VIPs and their backends first decided, then pod tenures until full."""
+    found = History()
+    vip_lines = SERVICES + SERVICES * 20 * 2
+    per_address = (rows - vip_lines) // (2 * POD_ADDRESSES)
+    extra = (rows - vip_lines) // 2 - per_address * POD_ADDRESSES
+    serial = 0
+
+    def add(
+        ip: str,
+        action: str,
+        *,
+        kind: str,
+        holder: tuple[str, str, str],
+        at: datetime,
+        network: str | None = None,
+        node: str | None = None,
+        service: str | None = None,
+    ) -> None:
+        nonlocal serial
+        serial += 1
+        pool = "10.254.0.0/16" if kind != "pod" else "10.0.0.0/16"
+        ns, name, uid = holder
+        found.lines.append(
+            (ip, action, kind, pool, ns, name, uid, network, node, service, at, f"{serial:032x}")
+        )
+
+    for s in range(SERVICES):
+        vip = f"10.254.{s >> 8}.{s & 255 or 1}"
+        ns, name = f"team-{s % 50}", f"svc-{s}"
+        add(vip, "allocated", kind="service", holder=(ns, name, f"svc-{s}"), at=START)
+        for b in range(20):
+            began = START + MONTH * rng.random() * 0.9
+            uid = f"backend-{s}-{b}"
+            ended = began + timedelta(hours=rng.uniform(1, 48))
+            for action, at in (("allocated", began), ("released", ended)):
+                add(
+                    vip,
+                    action,
+                    kind="floating",
+                    holder=(ns, uid, uid),
+                    at=at,
+                    network=f"{ns}/tier-{s}",
+                    node=f"node-{b % 50}",
+                    service=f"{ns}/{name}",
+                )
+    for n in range(POD_ADDRESSES):
+        ip = f"10.0.{n >> 8}.{n & 255}"
+        found.addresses.append(ip)
+        tenures = per_address + (1 if n < extra else 0)
+        slot = MONTH / tenures
+        for t in range(tenures):
+            ns = f"team-{n % 50}"
+            # Some names come back under new UIDs (StatefulSets); most are one-off.
+            name = f"db-{n % 997}" if t % 4 == 0 else f"tier-{n % 300}-{n:05x}{t:02x}"
+            uid = f"uid-{n}-{t}"
+            began = START + slot * t + timedelta(seconds=rng.uniform(0, 60))
+            ended = began + slot * rng.uniform(0.3, 0.9)
+            for action, at in (("allocated", began), ("released", ended)):
+                add(
+                    ip,
+                    action,
+                    kind="pod",
+                    holder=(ns, name, uid),
+                    at=at,
+                    network=f"{ns}/tier-{n % 300}",
+                    node=f"node-{n % 50}",
+                )
+            if t < 2:
+                found.pods.append((ns, name))
+    # Written as the allocator writes: in the order things happened.
+    found.lines.sort(key=lambda line: line[10])  # type: ignore[arg-type,return-value]
+    return found
+
+
+def fill(url: str, found: History) -> float:
+    engine = create_engine(url)
+    upgrade(engine)
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        dbapi = connection.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        for offset in range(0, len(found.lines), 100_000):
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            for line in found.lines[offset : offset + 100_000]:
+                writer.writerow(
+                    [
+                        "" if v is None else v.isoformat() if isinstance(v, datetime) else v
+                        for v in line
+                    ]
+                )
+            buffer.seek(0)
+            cursor.copy_expert(
+                f"COPY address_history ({COLUMNS}) FROM STDIN WITH (FORMAT csv)", buffer
+            )
+        cursor.close()
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.execute(text("VACUUM ANALYZE address_history"))
+        count = connection.execute(text("SELECT count(*) FROM address_history")).scalar()
+    engine.dispose()
+    assert count == len(found.lines), count
+    return time.perf_counter() - started
+
+
+def serve(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KNM_DATABASE_URL": url,
+        "KNM_AUDIT_TOKEN_HASHES": hashlib.sha256(TOKEN.encode()).hexdigest(),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "knm", "audit-api", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"knm audit-api did not become ready; see {log}")
+
+
+@dataclass
+class Timings:
+    holder: list[float] = field(default_factory=list)
+    history: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+async def load(
+    port: int,
+    found: History,
+    *,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    seed: int,
+    rate: float | None,
+) -> Timings:
+    """Closed loop (each client asks again once answered), or with `rate` open loop: each
+    client asks on a fixed schedule, and a request's time counts from when it was due,
+    so a server that falls behind is not excused by clients that wait for it."""
+    timings = Timings()
+    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx2.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        limits=limits,
+        timeout=30,
+    ) as client:
+        started = time.monotonic()
+        counting_from = started + warmup
+        stop = counting_from + seconds
+        interval = clients / rate if rate else 0.0
+
+        async def one(number: int) -> None:
+            rng = random.Random(seed + number)
+            turn = number
+            due = started + interval * number / clients
+            while (now := time.monotonic()) < stop:
+                if interval:
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                    begun, due = due, due + interval
+                turn += 1
+                ip = rng.choice(found.addresses)
+                if turn % 2:
+                    kind = "holder"
+                    at = (START + MONTH * rng.random()).isoformat()
+                    request = client.get(f"/v1/ips/{ip}/holder", params={"at": at})
+                else:
+                    kind = "history"
+                    if turn % 4:
+                        request = client.get(f"/v1/ips/{ip}/history")
+                    else:
+                        ns, name = rng.choice(found.pods)
+                        request = client.get(f"/v1/pods/{ns}/{name}/history")
+                if not interval:
+                    begun = time.monotonic()
+                response = await request
+                elapsed = time.monotonic() - begun
+                if begun < counting_from:
+                    continue
+                if response.status_code not in (200, 404):
+                    timings.errors += 1
+                (timings.holder if kind == "holder" else timings.history).append(elapsed)
+
+        await asyncio.gather(*(one(n) for n in range(clients)))
+    return timings
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a process and its threads so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Requests per second offered in all (open loop); default: closed loop.",
+    )
+    args = parser.parse_args()
+    server_url = os.environ.get("KNM_DATABASE_URL", "")
+    if not server_url.startswith("postgresql"):
+        raise SystemExit(
+            'KNM_DATABASE_URL must name a PostgreSQL server: eval "$(knm dev services up)"'
+        )
+    found = history(args.rows, random.Random(args.seed))
+    url = fresh_database(server_url)
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"knm-audit-bench-{os.getpid()}.log"
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        fill_s = fill(url, found)
+        port = free_port()
+        server = serve(url, port, log)
+        server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
+        timings = asyncio.run(
+            load(
+                port,
+                found,
+                clients=args.clients,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                seed=args.seed,
+                rate=args.rate,
+            )
+        )
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        own_cpu = time.process_time() - own_cpu
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        drop_database(server_url, url)
+    requests = len(timings.holder) + len(timings.history)
+    print(
+        json.dumps(
+            {
+                "holder_p99_ms": p(timings.holder, 0.99),
+                "history_p99_ms": p(timings.history, 0.99),
+                "rps": round(requests / args.seconds, 1),
+                "mode": f"open loop, {args.rate:g} rps offered" if args.rate else "closed loop",
+                "holder_p50_ms": p(timings.holder, 0.5),
+                "history_p50_ms": p(timings.history, 0.5),
+                "requests": requests,
+                "errors": timings.errors,
+                "rows": len(found.lines),
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "fill_s": round(fill_s, 1),
+                # CPU per request (warm-up included in both): what the API and the load
+                # generator cost, whatever else the machine is doing.
+                "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 2),
+                "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 2),
+                "load_average": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The audit API's application, put together in a factory: importing it does nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from knm import __version__
+from knm.core.clock import Clock, utcnow
+from knm.core.settings import Settings
+from services.audit import ops, v1
+from services.audit.metrics import Metrics, RequestMetrics
+
+log = logging.getLogger("knm.audit")
+
+DESCRIPTION = """\
+Who held an address, when: the allocator's append-only history of every allocation and
+release of pod addresses, service VIPs and the floating IPs backends carry, and the
+current networks, policies and pools. Read-only. Every /v1 route needs a bearer token
+whose SHA-256 digest the server is configured with (`KNM_AUDIT_TOKEN_HASHES`).
+
+Times are RFC 3339 with a UTC offset; answers are in UTC. A holder holds an address from
+its allocation (included) to its release (excluded).
+"""
+
+
+def create_app(
+    *, engine: Engine, settings: Settings, clock: Clock = utcnow, access_log: bool = True
+) -> FastAPI:
+    """The application over `engine`, which should be read-only (see database.py)."""
+    app = FastAPI(
+        title="knm audit API",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    metrics = Metrics(engine=engine, settings=settings, clock=clock)
+    v1.register(app, engine=engine, settings=settings, clock=clock)
+    ops.register(app, engine=engine, metrics=metrics)
+    app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log)
+
+    @app.exception_handler(DBAPIError)
+    async def database_unavailable(_request: Request, error: DBAPIError) -> JSONResponse:
+        log.error(
+            "database error",
+            extra={"error": type(error.orig).__name__ if error.orig else type(error).__name__},
+        )
+        return JSONResponse({"detail": v1.UNAVAILABLE}, status_code=503)
+
+    return app
+
+
+def openapi_text(app: FastAPI) -> str:
+    """The OpenAPI document as docs/openapi.json keeps it."""
+    return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"
