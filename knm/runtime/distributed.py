@@ -176,6 +176,8 @@ class ApplierProcess:
 
 
 DATAPLANES = ("recording", "linux")
+# 1500 bytes of underlay less VXLAN's 50 bytes of headers.
+OVERLAY_MTU = 1450
 
 
 def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
@@ -192,8 +194,11 @@ def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
         from services.agent.linux.vrouter import Vrouter
         from services.agent.linux.wiring import PodWiring
 
+        # Pods' MTU is the overlay's, so a packet to another node fits its encapsulation
+        # without depending on path-MTU discovery.
         return LinuxDataplane(
-            wiring=PodWiring(node_netns=netns), vrouter=Vrouter(node=node, netns=netns)
+            wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
+            vrouter=Vrouter(node=node, netns=netns, vxlan_mtu=OVERLAY_MTU),
         )
     raise ConfigurationError(f"unknown dataplane {kind!r}: choose from {', '.join(DATAPLANES)}")
 
