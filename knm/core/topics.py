@@ -11,6 +11,31 @@ OVERLAY_KEY = "_overlay"
 DAY_MS = 24 * 3600 * 1000
 
 
+# A node's vrouter program travels in pieces, each keyed under the node's name (which
+# has no "/", so one node's keys never start with another's).
+def network_key(node: str, network: str) -> str:
+    return f"{node}/network/{network}"
+
+
+def vip_key(node: str, vip: str) -> str:
+    return f"{node}/vip/{vip}"
+
+
+def piece_of_key(key: str) -> tuple[str, str, str]:
+    """(node, kind, name) of a vrouter topic key: kind is "node" (name empty),
+    "network" or "vip"."""
+    node, _, rest = key.partition("/")
+    if not rest:
+        return (node, "node", "")
+    kind, _, name = rest.partition("/")
+    return (node, kind, name)
+
+
+def is_node_key(key: str | None, node: str) -> bool:
+    """Whether a vrouter topic key belongs to `node`'s program."""
+    return key is not None and (key == node or key.startswith(f"{node}/"))
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str

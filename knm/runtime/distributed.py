@@ -239,7 +239,7 @@ class AgentProcess:
             self.cni.close()
 
     def state(self) -> Mapping[str, Any]:
-        config = self.agent.config
+        program = self.agent.program
         return {
             "node": self.agent.node,
             "replaying": self.agent.replaying,
@@ -254,7 +254,8 @@ class AgentProcess:
                 for i in sorted(self.agent.interfaces.values(), key=lambda i: i.pod_uid)
             ],
             "sandboxes": len(self.agent.sandboxes),
-            "program_revision": config.revision if config is not None else None,
+            "vips": len(program.vips),
+            "networks": len(program.networks),
             "overlay_revision": self.agent.overlay.revision,
         }
 

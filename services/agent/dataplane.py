@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from knm.core.events.commands import AttachRequested
-from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from knm.core.events.vrouter import OverlayConfigured
+from services.agent.program import NodeProgram, Piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,11 @@ class Dataplane(Protocol):
     def check(self, iface: PodInterface, sandbox: Sandbox) -> list[str]:
         """What is wrong with the pod's wiring (CNI CHECK); empty when all is as wired."""
 
-    def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
-        """Converge the vrouter to this program, whatever it ran before."""
+    def program(
+        self, program: NodeProgram, changed: Collection[Piece] | None, overlay: OverlayConfigured
+    ) -> None:
+        """Converge the vrouter to this program. `changed` names the pieces that changed
+        since the last call, so that the work is theirs; None on the first call after a
+        start (or after a failure): the dataplane converges whatever it ran before."""
 
     def close(self) -> None: ...

@@ -3,6 +3,7 @@ reference for what the Linux dataplane must execute."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from knm.core.events.vrouter import Allow, OverlayConfigured, VipMap, VrouterConfigured
@@ -15,6 +16,7 @@ from services.agent.plan import (
     overlay_routes,
     plan_program,
 )
+from services.agent.program import NodeProgram, Piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,12 @@ class RecordingDataplane:
             return [f"pod {iface.namespace}/{iface.name} is wired as {current.ip}, not {iface.ip}"]
         return []
 
-    def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
+    def program(
+        self, program: NodeProgram, changed: Collection[Piece] | None, overlay: OverlayConfigured
+    ) -> None:
+        # The recording diffs whole programs: simple, and its programs are small.
+        del changed
+        config = program.assemble()
         self.operations += plan_program(
             self.config,
             config,

@@ -1,11 +1,13 @@
-"""The agent of one node: wire its pods, run the newest vrouter program on its dataplane.
+"""The agent of one node: wire its pods, run its vrouter program on its dataplane.
 
 It reads its commands and the vrouter topic from the beginning on every start, so a
 restarted agent converges from the desired state whatever its dataplane held. Until it
 has read up to where both topics ended at start it only folds what it reads (the newest
-command per pod, the newest program), so a replay wires the final state without the
-history's churn. Dataplane operations are idempotent, so replaying onto a dataplane that
-already holds the state changes nothing. A failure propagates: the supervisor's restart
+command per pod, the newest of each program piece), so a replay wires the final state
+without the history's churn. The program comes in pieces (see `knm.core.events.vrouter`)
+and the dataplane is told which changed, so a change costs what it touches. Dataplane
+operations are idempotent, so replaying onto a dataplane that already holds the state
+changes nothing. A failure propagates: the supervisor's restart
 is the retry.
 
 The CNI plugin's requests (through `services.agent.cni.server`, on other threads) meet
@@ -25,8 +27,16 @@ from knm.core.deadletters import dead_letter
 from knm.core.events.base import Envelope
 from knm.core.events.codec import UndecodableError, decode
 from knm.core.events.commands import AttachRequested, DetachRequested
-from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
-from knm.core.topics import OVERLAY_KEY, Topics
+from knm.core.events.vrouter import (
+    NetworkMembersConfigured,
+    NetworkMembersWithdrawn,
+    OverlayConfigured,
+    VipConfigured,
+    VipWithdrawn,
+    VrouterConfigured,
+    VrouterNodeConfigured,
+)
+from knm.core.topics import OVERLAY_KEY, Topics, is_node_key
 from services.agent.cni.protocol import Attachment, Request
 from services.agent.cni.spec import (
     SANDBOX_OCCUPIED,
@@ -36,6 +46,7 @@ from services.agent.cni.spec import (
     CniError,
 )
 from services.agent.dataplane import Dataplane, PodInterface, Sandbox, SandboxInUseError
+from services.agent.program import NodeProgram, Piece
 
 log = logging.getLogger("knm.agent")
 
@@ -67,10 +78,14 @@ class Agent:
         self.undecodable = 0
         # Commands read but not yet executed, the newest per pod, in arrival order.
         self._commands: dict[str, Envelope] = {}
-        # The newest VrouterConfigured for this node, in its envelope (for the logs).
-        self._config: Envelope | None = None
+        # This node's vrouter program, folded from its pieces; the pieces changed since
+        # the dataplane last ran it (None: the dataplane must converge from scratch, as
+        # after a start or a failure); the newest message that changed one (for logs).
+        self.program = NodeProgram(node)
+        self._pending: set[Piece] | None = None
+        self._last_piece: Envelope | None = None
         self.overlay = OverlayConfigured(revision="")
-        self._programmed: tuple[str, str] | None = None
+        self._programmed_overlay: str | None = None
         # The newest AttachRequested per pod (folded as read, replay or not), so that a
         # CNI request finds its pod; by uid and by namespace/name.
         self._desired: dict[str, PodInterface] = {}
@@ -99,7 +114,7 @@ class Agent:
         assert self._consumer is not None, "start() first"
         records = self._consumer.poll(max_records=self._batch_size, timeout=timeout)
         positions: dict[TopicPartition, int] = {}
-        # A program replaces the one before it: only the newest of a batch is decoded.
+        # A piece replaces the one before it: only the newest of a key in a batch is decoded.
         newest = {
             record.key: index
             for index, record in enumerate(records)
@@ -136,8 +151,19 @@ class Agent:
                 self._commands.pop(payload.pod_uid, None)
                 self._commands[payload.pod_uid] = message
                 self._want(payload)
-            case VrouterConfigured() if payload.node == self.node:
-                self._config = message
+            case (
+                VrouterConfigured()
+                | VrouterNodeConfigured()
+                | NetworkMembersConfigured()
+                | NetworkMembersWithdrawn()
+                | VipConfigured()
+                | VipWithdrawn()
+            ) if payload.node == self.node:
+                changed = self.program.take(payload)
+                if changed:
+                    self._last_piece = message
+                    if self._pending is not None:
+                        self._pending |= changed
             case OverlayConfigured():
                 self.overlay = payload
             case _:
@@ -168,16 +194,9 @@ class Agent:
     def _replayed(self) -> bool:
         return all(self._read.get(tp, 0) >= end for tp, end in self._horizon.items())
 
-    @property
-    def config(self) -> VrouterConfigured | None:
-        if self._config is None:
-            return None
-        assert isinstance(self._config.payload, VrouterConfigured)
-        return self._config.payload
-
     def _decode(self, record: Record) -> Envelope | None:
         # Both topics are keyed by node: skip other nodes' messages without decoding them.
-        if record.key not in (self.node, OVERLAY_KEY):
+        if record.key != OVERLAY_KEY and not is_node_key(record.key, self.node):
             return None
         try:
             return decode(record.value)
@@ -215,23 +234,36 @@ class Agent:
             )
 
     def _program(self) -> None:
-        # Without a program for this node there is nothing to route for; the applier
-        # sends one as soon as the node has a pod.
-        message, config = self._config, self.config
-        if message is None or config is None:
+        # Without this node's own piece there is nothing to route for; the applier
+        # sends it as soon as the node has a pod.
+        if not self.program.ready:
             return
-        revisions = (config.revision, self.overlay.revision)
-        if revisions == self._programmed:
+        pending = self._pending
+        if (
+            pending is not None
+            and not pending
+            and self.overlay.revision == self._programmed_overlay
+        ):
             return
-        self._dataplane.program(config, self.overlay)
-        self._programmed = revisions
+        try:
+            self._dataplane.program(
+                self.program, None if pending is None else frozenset(pending), self.overlay
+            )
+        except BaseException:
+            # Whatever the dataplane holds now, the retry converges it from scratch.
+            self._pending = None
+            raise
+        self._pending = set()
+        self._programmed_overlay = self.overlay.revision
+        message = self._last_piece
         log.info(
             "vrouter programmed",
             extra={
-                "event_id": str(message.id),
-                "key": message.key,
+                "event_id": str(message.id) if message is not None else None,
+                "key": message.key if message is not None else None,
                 "node": self.node,
-                "revision": config.revision,
+                "pieces": "all" if pending is None else len(pending),
+                "vips": len(self.program.vips),
                 "overlay_revision": self.overlay.revision,
             },
         )

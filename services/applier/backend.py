@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from knm.core.events.base import Event
 from services.applier.model import DesiredModel, Dirty
 
 
@@ -25,6 +26,10 @@ class Cause:
 
 
 class Backend(Protocol):
+    def recall(self, key: str, payload: Event) -> None:
+        """A message of the vrouter topic, replayed on start: what an earlier run
+        published. A backend whose output lives elsewhere ignores it."""
+
     def sync(self, model: DesiredModel, dirty: Dirty, *, cause: Cause) -> None:
         """Converge what `dirty` names to `model`; raise if that could not be done."""
 

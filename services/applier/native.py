@@ -19,12 +19,19 @@ from knm.core.events.vrouter import (
     Allow,
     LocalInterface,
     NetworkMembers,
+    NetworkMembersConfigured,
+    NetworkMembersWithdrawn,
     OverlayConfigured,
     OverlayNode,
     VipBackend,
+    VipConfigured,
     VipMap,
+    VipWithdrawn,
     VrouterConfigured,
+    VrouterNodeConfigured,
+    VrouterPiece,
 )
+from knm.core.topics import network_key, piece_of_key, vip_key
 from services.applier.model import DesiredModel, service_network
 
 _Program = TypeVar("_Program", VrouterConfigured, OverlayConfigured)
@@ -68,6 +75,13 @@ def compile_node(
     model: DesiredModel, node: str, *, gateway: str, shared: SharedParts | None = None
 ) -> VrouterConfigured:
     """The whole program of `node`: its pods, the VIPs and allows they need, the sets."""
+    return with_revision(build_node(model, node, gateway=gateway, shared=shared))
+
+
+def build_node(
+    model: DesiredModel, node: str, *, gateway: str, shared: SharedParts | None = None
+) -> VrouterConfigured:
+    """`compile_node` without the revision (a hash of the whole program)."""
     parts = shared or SharedParts(model)
     local = model.interfaces_on(node)
     local_networks = {interface.network for interface in local}
@@ -98,16 +112,14 @@ def compile_node(
         (parts.vip_map(service) for service in services),
         key=lambda v: (_address_key(v.vip), v.namespace, v.name),
     )
-    return with_revision(
-        VrouterConfigured(
-            node=node,
-            revision="",
-            gateway=gateway,
-            interfaces=tuple(interfaces),
-            networks=tuple(networks),
-            services=tuple(vips),
-            allows=tuple(sorted(allows, key=_allow_key)),
-        )
+    return VrouterConfigured(
+        node=node,
+        revision="",
+        gateway=gateway,
+        interfaces=tuple(interfaces),
+        networks=tuple(networks),
+        services=tuple(vips),
+        allows=tuple(sorted(allows, key=_allow_key)),
     )
 
 
@@ -160,6 +172,37 @@ def _allows(
                     )
                 )
     return allows
+
+
+def node_pieces(config: VrouterConfigured) -> dict[str, VrouterPiece]:
+    """A node's program as the pieces it travels in, by bus key: the node's own part, a
+    piece per network, a piece per VIP with the allows into it."""
+    node = config.node
+    pieces: dict[str, VrouterPiece] = {
+        node: VrouterNodeConfigured(node=node, gateway=config.gateway, interfaces=config.interfaces)
+    }
+    for network in config.networks:
+        pieces[network_key(node, network.name)] = NetworkMembersConfigured(
+            node=node, network=network
+        )
+    allows: dict[str, list[Allow]] = {}
+    for allow in config.allows:
+        allows.setdefault(allow.vip, []).append(allow)
+    for vip in config.services:
+        pieces[vip_key(node, vip.vip)] = VipConfigured(
+            node=node, vip=vip, allows=tuple(allows.get(vip.vip, ()))
+        )
+    return pieces
+
+
+def withdrawal(key: str) -> VrouterPiece:
+    """What replaces the piece under `key` when its node no longer needs it."""
+    node, kind, name = piece_of_key(key)
+    if kind == "network":
+        return NetworkMembersWithdrawn(node=node, name=name)
+    if kind == "vip":
+        return VipWithdrawn(node=node, vip=name)
+    raise ValueError(f"not the key of a piece that can be withdrawn: {key!r}")
 
 
 def compile_overlay(model: DesiredModel) -> OverlayConfigured:

@@ -1,19 +1,44 @@
-"""The native backend: compile dirty nodes, publish the programs that changed."""
+"""The native backend: compile dirty nodes, publish the pieces of their programs that
+changed, withdraw the pieces no longer wanted.
+
+What the agents were sent is the vrouter topic itself: on start the service replays it
+into `recall`, so a restarted applier publishes only what differs from it (nothing, when
+nothing changed while it was away) and withdraws what nobody wants any more.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from knm.core.bus.protocol import OutgoingMessage, Publisher
-from knm.core.events.base import Envelope, envelope
+from knm.core.events.base import Event, envelope
 from knm.core.events.codec import encode
-from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from knm.core.events.vrouter import (
+    NetworkMembersConfigured,
+    NetworkMembersWithdrawn,
+    OverlayConfigured,
+    VipConfigured,
+    VipWithdrawn,
+    VrouterConfigured,
+    VrouterNodeConfigured,
+    VrouterPiece,
+)
 from knm.core.topics import OVERLAY_KEY, Topics
 from services.applier.backend import Cause
 from services.applier.model import DesiredModel, Dirty
-from services.applier.native import SharedParts, compile_node, compile_overlay
+from services.applier.native import (
+    SharedParts,
+    build_node,
+    compile_overlay,
+    node_pieces,
+    withdrawal,
+)
 
 log = logging.getLogger("knm.applier")
+
+# A piece an earlier version sent inside a whole program: the agents hold it, but the
+# topic will not once the node's own piece replaces that program, so it is sent again.
+_RESEND = None
 
 
 class NativeBackend:
@@ -21,84 +46,81 @@ class NativeBackend:
         self._publisher = publisher
         self._topics = topics
         self._gateway = gateway
-        # What the agents were last sent. A restart forgets it and republishes every
-        # program once; agents skip a revision they already run.
-        self._published: dict[str, str] = {}
+        # Per node, per bus key: the piece the agents were last sent.
+        self._published: dict[str, dict[str, VrouterPiece | None]] = {}
         self._overlay_revision: str | None = None
         self._shared: SharedParts | None = None
+        # Nodes known only from the topic: looked at once, in the first sync.
+        self._recalled: set[str] = set()
+
+    def recall(self, key: str, payload: Event) -> None:
+        """What an earlier run published under `key` (the newest per key wins)."""
+        match payload:
+            case OverlayConfigured():
+                self._overlay_revision = payload.revision
+            case VrouterConfigured():
+                self._published[payload.node] = dict.fromkeys(node_pieces(payload), _RESEND)
+                self._recalled.add(payload.node)
+            case NetworkMembersWithdrawn() | VipWithdrawn():
+                self._published.get(payload.node, {}).pop(key, None)
+            case VrouterNodeConfigured() | NetworkMembersConfigured() | VipConfigured():
+                self._published.setdefault(payload.node, {})[key] = payload
+                self._recalled.add(payload.node)
+            case _:
+                pass
 
     def sync(self, model: DesiredModel, dirty: Dirty, *, cause: Cause) -> None:
         if self._shared is None:
             self._shared = SharedParts(model)
         shared = self._shared
         shared.forget_members()
-        programs = [
-            program
-            for program in (
-                compile_node(model, node, gateway=self._gateway, shared=shared)
-                for node in sorted(dirty.nodes)
-            )
-            if self._published.get(program.node) != program.revision
-        ]
+        nodes = sorted(dirty.nodes | self._recalled)
+        outgoing: list[tuple[str, VrouterPiece | OverlayConfigured]] = []
+        updates: dict[str, dict[str, VrouterPiece | None]] = {}
+        for node in nodes:
+            pieces = node_pieces(build_node(model, node, gateway=self._gateway, shared=shared))
+            before = self._published.get(node, {})
+            for key, piece in pieces.items():
+                if before.get(key) != piece:
+                    outgoing.append((key, piece))
+            outgoing += [(key, withdrawal(key)) for key in sorted(before.keys() - pieces.keys())]
+            updates[node] = dict(pieces)
         overlay = compile_overlay(model) if dirty.overlay else None
         if overlay is not None and overlay.revision == self._overlay_revision:
             overlay = None
-        outgoing: list[tuple[str, Envelope]] = [
-            (
-                program.node,
-                envelope(
-                    program,
-                    key=f"vrouter/{program.node}",
-                    occurred_at=cause.occurred_at,
-                    causation_id=cause.event_id,
-                ),
-            )
-            for program in programs
-        ]
         if overlay is not None:
-            outgoing.append(
-                (
-                    OVERLAY_KEY,
-                    envelope(
-                        overlay,
-                        key=OVERLAY_KEY,
-                        occurred_at=cause.occurred_at,
-                        causation_id=cause.event_id,
-                    ),
-                )
+            outgoing.append((OVERLAY_KEY, overlay))
+        if outgoing:
+            self._publisher.publish(
+                [
+                    OutgoingMessage(
+                        topic=self._topics.vrouter,
+                        key=key,
+                        value=encode(
+                            envelope(
+                                payload,
+                                key=key if key == OVERLAY_KEY else f"vrouter/{key}",
+                                occurred_at=cause.occurred_at,
+                                causation_id=cause.event_id,
+                            )
+                        ),
+                    )
+                    for key, payload in outgoing
+                ]
             )
-        if not outgoing:
-            return
-        self._publisher.publish(
-            [
-                OutgoingMessage(topic=self._topics.vrouter, key=bus_key, value=encode(message))
-                for bus_key, message in outgoing
-            ]
-        )
         # Remembered only once the bus accepted them, so that a failed publish is
         # published again when the service retries the sync.
-        for program in programs:
-            self._published[program.node] = program.revision
+        self._published.update(updates)
+        self._recalled.clear()
         if overlay is not None:
             self._overlay_revision = overlay.revision
-        log.info(
-            "vrouter programs published",
-            extra={
-                "nodes": len(programs),
-                "overlay": overlay is not None,
-                "causation_id": str(cause.event_id),
-            },
-        )
-        for _, message in outgoing:
-            payload = message.payload
-            assert isinstance(payload, VrouterConfigured | OverlayConfigured)
-            log.debug(
-                "vrouter program published",
+        if outgoing:
+            log.info(
+                "vrouter pieces published",
                 extra={
-                    "event_id": str(message.id),
-                    "key": message.key,
-                    "type": message.type,
-                    "revision": payload.revision,
+                    "nodes": len({key.split("/", 1)[0] for key, _ in outgoing} - {OVERLAY_KEY}),
+                    "pieces": len(outgoing),
+                    "overlay": overlay is not None,
                     "causation_id": str(cause.event_id),
                 },
             )

@@ -2,8 +2,10 @@
 
 The whole compacted intents topic is the desired state, so the applier reads it from
 the beginning on every start instead of resuming from committed offsets; the commit
-only shows progress (lag). Until it has read up to where the topic ended at start it
-syncs nothing, so that backends never see the half-replayed history. Its model must see
+only shows progress (lag). It replays its own output, the vrouter topic, alongside, so
+that it publishes only what differs from what the agents already have. Until it has
+read up to where both topics ended at start it syncs nothing, so that backends never
+see the half-replayed history. Its model must see
 every partition: run one applier per group.
 """
 
@@ -58,9 +60,12 @@ class Applier:
         self.undecodable = 0
 
     def start(self) -> None:
-        self._horizon = self._bus.end_offsets(self._topics.intents)
+        topics = [self._topics.intents, self._topics.vrouter]
+        self._horizon = {
+            tp: end for topic in topics for tp, end in self._bus.end_offsets(topic).items()
+        }
         self._consumer = self._bus.consumer(
-            group=self._group, topics=[self._topics.intents], positions=from_beginning
+            group=self._group, topics=topics, positions=from_beginning
         )
 
     def step(self, *, timeout: float = 0.0) -> int:
@@ -91,6 +96,9 @@ class Applier:
         return len(records)
 
     def _apply(self, record: Record) -> None:
+        if record.topic == self._topics.vrouter:
+            self._recall(record)
+            return
         try:
             message = decode(record.value)
         except UndecodableError as error:
@@ -119,6 +127,17 @@ class Applier:
                 "dirty_overlay": dirty.overlay,
             },
         )
+
+    def _recall(self, record: Record) -> None:
+        # After the replay the topic only echoes what this run published itself.
+        if not self.replaying or record.key is None:
+            return
+        try:
+            message = decode(record.value)
+        except UndecodableError:
+            # Not a piece anyone runs: the next sync sends the key's piece if it has one.
+            return
+        self._backend.recall(record.key, message.payload)
 
     def _replayed(self) -> bool:
         return all(self._read.get(tp, 0) >= end for tp, end in self._horizon.items())

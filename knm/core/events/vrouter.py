@@ -1,7 +1,16 @@
 """Vrouter configuration from the applier's native backend to the agents. Topic `vrouter`.
 
-`VrouterConfigured` is one node's whole program; `OverlayConfigured` is the cluster-wide
-table of nodes and their blocks. Both are snapshots: the newest one is the truth.
+A node's program travels in pieces, each under its own key on the compacted topic, so
+that a change costs the agents what changed and not the size of the cluster:
+`VrouterNodeConfigured` (key `<node>`: gateway and local interfaces), one
+`NetworkMembersConfigured` per network the node needs the members of (`<node>/network/<name>`)
+and one `VipConfigured` per VIP it serves or reaches, with the allows into it
+(`<node>/vip/<vip>`). A piece that is no longer wanted is replaced by its `...Withdrawn`.
+`OverlayConfigured` is the cluster-wide table of nodes and their blocks. Each message is
+a snapshot of its piece: the newest one per key is the truth.
+
+`VrouterConfigured`, one node's whole program in one message, is what earlier versions
+published under the node's key; agents still take it as a replacement of every piece.
 """
 
 from __future__ import annotations
@@ -65,6 +74,43 @@ class VrouterConfigured(Event):
     allows: tuple[Allow, ...] = ()
 
 
+class VrouterNodeConfigured(Event):
+    TYPE: ClassVar[str] = "VrouterNodeConfigured"
+    node: str
+    gateway: str
+    interfaces: tuple[LocalInterface, ...] = ()
+
+
+class NetworkMembersConfigured(Event):
+    """The members of a network whose pods the node's pods may reach."""
+
+    TYPE: ClassVar[str] = "NetworkMembersConfigured"
+    node: str
+    network: NetworkMembers
+
+
+class NetworkMembersWithdrawn(Event):
+    TYPE: ClassVar[str] = "NetworkMembersWithdrawn"
+    node: str
+    name: str
+
+
+class VipConfigured(Event):
+    """A VIP the node serves or reaches: its backends, and who may open connections to
+    it from (or, on a node hosting a backend, to) this node."""
+
+    TYPE: ClassVar[str] = "VipConfigured"
+    node: str
+    vip: VipMap
+    allows: tuple[Allow, ...] = ()
+
+
+class VipWithdrawn(Event):
+    TYPE: ClassVar[str] = "VipWithdrawn"
+    node: str
+    vip: str
+
+
 class OverlayNode(Value):
     name: str
     address: str | None
@@ -77,4 +123,20 @@ class OverlayConfigured(Event):
     nodes: tuple[OverlayNode, ...] = ()
 
 
-VROUTER: tuple[type[Event], ...] = (VrouterConfigured, OverlayConfigured)
+VrouterPiece = (
+    VrouterNodeConfigured
+    | NetworkMembersConfigured
+    | NetworkMembersWithdrawn
+    | VipConfigured
+    | VipWithdrawn
+)
+
+VROUTER: tuple[type[Event], ...] = (
+    VrouterConfigured,
+    VrouterNodeConfigured,
+    NetworkMembersConfigured,
+    NetworkMembersWithdrawn,
+    VipConfigured,
+    VipWithdrawn,
+    OverlayConfigured,
+)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Protocol
 
-from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from knm.core.events.vrouter import OverlayConfigured
 from services.agent.dataplane import PodInterface, Sandbox
 from services.agent.linux.vrouter import Vrouter
+from services.agent.program import NodeProgram, Piece
 
 log = logging.getLogger("knm.agent.dataplane")
 
@@ -45,12 +47,14 @@ class LinuxDataplane:
     def check(self, iface: PodInterface, sandbox: Sandbox) -> list[str]:
         return self._wiring.check(iface, sandbox)
 
-    def program(self, config: VrouterConfigured, overlay: OverlayConfigured) -> None:
-        self.vrouter.program(config, overlay)
+    def program(
+        self, program: NodeProgram, changed: Collection[Piece] | None, overlay: OverlayConfigured
+    ) -> None:
+        self.vrouter.program(program, changed, overlay)
         if not self._collected:
             # The first program after a start is the first full view of what this node
             # should hold: interfaces knm left behind and nobody wants go now.
-            wanted = {i.ifname for i in config.interfaces} | set(self._attached.values())
+            wanted = {i.ifname for i in program.interfaces} | set(self._attached.values())
             removed = self._wiring.remove_unwanted(wanted)
             if removed:
                 log.info("removed stale interfaces", extra={"interfaces": sorted(removed)})

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from knm.core.events.vrouter import VrouterConfigured
+from knm.core.events.vrouter import VipMap, VrouterConfigured
 
 TABLE = "knm"
 FAMILY = "ip"
@@ -72,9 +73,15 @@ def network_numbers(config: VrouterConfigured, *, previous: Mapping[str, int]) -
     """
     names = {i.network for i in config.interfaces} | {n.name for n in config.networks}
     names |= {a.from_network for a in config.allows}
-    numbers = {name: number for name, number in previous.items() if name in names}
+    return number_networks(names, previous=previous)
+
+
+def number_networks(names: Iterable[str], *, previous: Mapping[str, int]) -> dict[str, int]:
+    """`previous`'s numbers of these names, and a fresh one for each new name."""
+    wanted = set(names)
+    numbers = {name: number for name, number in previous.items() if name in wanted}
     taken = set(numbers.values())
-    for name in sorted(names - numbers.keys()):
+    for name in sorted(wanted - numbers.keys()):
         candidate = zlib.crc32(name.encode()) % MARK_SPACE + 1
         while candidate in taken:
             candidate = candidate % MARK_SPACE + 1
@@ -86,16 +93,7 @@ def network_numbers(config: VrouterConfigured, *, previous: Mapping[str, int]) -
 def desired_tables(config: VrouterConfigured, *, numbers: Mapping[str, int]) -> Tables:
     vips: dict[VipKey, Backends] = {}
     for vip_map in config.services:
-        for spec in vip_map.ports:
-            protocol = spec.protocol.lower()
-            backends = sorted(
-                (backend.ip, target)
-                for backend in vip_map.backends
-                for port, proto, target in backend.target_ports
-                if port == spec.port and proto.lower() == protocol
-            )
-            if backends:
-                vips[(vip_map.vip, protocol, spec.port)] = tuple(backends)
+        vips.update(vip_slots(vip_map))
     return Tables(
         gateway=config.gateway,
         pod_network={i.ip: numbers[i.network] for i in config.interfaces},
@@ -112,6 +110,22 @@ def desired_tables(config: VrouterConfigured, *, numbers: Mapping[str, int]) -> 
         ),
         vips=vips,
     )
+
+
+def vip_slots(vip_map: VipMap) -> dict[VipKey, Backends]:
+    """Per port of the VIP, its backends (address, target port) in a fixed order."""
+    vips: dict[VipKey, Backends] = {}
+    for spec in vip_map.ports:
+        protocol = spec.protocol.lower()
+        backends = sorted(
+            (backend.ip, target)
+            for backend in vip_map.backends
+            for port, proto, target in backend.target_ports
+            if port == spec.port and proto.lower() == protocol
+        )
+        if backends:
+            vips[(vip_map.vip, protocol, spec.port)] = tuple(backends)
+    return vips
 
 
 def spread_chain(count: int) -> str:
@@ -140,6 +154,16 @@ def changes(before: Tables, after: Tables) -> list[Json]:
     additions; a VIP whose backends changed has only its changed slots rewritten."""
     if before.gateway != after.gateway:
         return full(after)
+    return element_changes(before, after, chains=(_counts(before), _counts(after)))
+
+
+def element_changes(
+    before: Tables, after: Tables, *, chains: tuple[AbstractSet[int], AbstractSet[int]]
+) -> list[Json]:
+    """`changes` for a part of the table: `before` and `after` may hold only some
+    pieces' content, and `chains` says which spread chains the whole table needs
+    before and after (a chain is shared by every VIP of its backend count)."""
+    chains_before, chains_after = chains
     commands: list[Json] = []
     # A VIP is an entry in `vips` (to the spread chain of its backend count) and a slot
     # per backend in the backend maps; only what differs is touched.
@@ -179,13 +203,13 @@ def changes(before: Tables, after: Tables) -> list[Json]:
     )
     commands += _elements("add", "pod_sources", after.pod_sources - before.pod_sources)
     commands += _elements("add", "members", after.members - before.members)
-    for count in sorted(_counts(after) - _counts(before)):
+    for count in sorted(chains_after - chains_before):
         commands += _spread(count)
     commands += _slot_elements("add", {s: v for s, v in new_slots.items() if old_slots.get(s) != v})
     commands += _elements(
         "add", "vips", [_vip_element(k, len(fresh[k])) for k in routed], is_map=True
     )
-    for count in sorted(_counts(before) - _counts(after)):
+    for count in sorted(chains_before - chains_after):
         commands.append({"delete": {"chain": _chain(spread_chain(count))}})
     commands += _elements("add", "allows", after.allows - before.allows)
     return commands

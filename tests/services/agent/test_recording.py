@@ -5,6 +5,7 @@ from dataclasses import replace
 from knm.core.events.base import Event
 from services.agent.dataplane import PodInterface
 from services.agent.plan import AttachInterface, DetachInterface, OverlayRoute, SetGateway
+from services.agent.program import NodeProgram
 from services.agent.recording import RecordingDataplane
 from services.applier.model import DesiredModel
 from services.applier.native import compile_node, compile_overlay
@@ -54,8 +55,10 @@ def test_program_records_the_plan_and_the_summary_shows_the_result() -> None:
     for pod in shop.frontend:
         dataplane.attach(PodInterface.of(attach(pod)), None)
 
-    dataplane.program(config, table)
-    dataplane.program(config, table)
+    program = NodeProgram("n1")
+    program.take(config)
+    dataplane.program(program, None, table)
+    dataplane.program(program, set(), table)
 
     assert dataplane.operations.count(SetGateway(GATEWAY)) == 1
     summary = dataplane.summary()

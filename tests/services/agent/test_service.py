@@ -8,9 +8,10 @@ import pytest
 from knm.core.bus.memory import MemoryBus
 from knm.core.bus.protocol import OutgoingMessage
 from knm.core.events.codec import decode, encode
-from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from knm.core.events.vrouter import OverlayConfigured
 from services.agent.dataplane import PodInterface
 from services.agent.plan import AttachInterface, DetachInterface
+from services.agent.program import NodeProgram
 from services.agent.recording import RecordingDataplane
 from services.agent.service import Agent
 from services.applier.service import Applier
@@ -106,9 +107,13 @@ def test_the_agent_runs_its_nodes_newest_program(bus: MemoryBus) -> None:
     drain(agent)
 
     payloads = [decode(record.value).payload for record in bus.records(TOPICS.vrouter)]
-    (program,) = [p for p in payloads if isinstance(p, VrouterConfigured) and p.node == "n2"]
+    expected = NodeProgram("n2")
+    for payload in payloads:
+        if getattr(payload, "node", None) == "n2":
+            expected.take(payload)
     (overlay,) = [p for p in payloads if isinstance(p, OverlayConfigured)]
-    assert dataplane.config == program
+    assert agent.program == expected
+    assert dataplane.config == expected.assemble()
     assert dataplane.overlay == overlay
     summary = dataplane.summary()
     assert [i.pod_uid for i in summary.interfaces] == ["r1"]

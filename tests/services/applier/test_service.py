@@ -7,15 +7,17 @@ import pytest
 
 from knm.core.bus.memory import MemoryBus
 from knm.core.bus.protocol import OutgoingMessage
-from knm.core.events.base import Envelope, Event
-from knm.core.events.codec import decode
+from knm.core.events.base import Envelope, Event, envelope
+from knm.core.events.codec import decode, encode
 from knm.core.events.intents import NetworkDeclared
-from knm.core.events.vrouter import OverlayConfigured, VrouterConfigured
+from knm.core.events.vrouter import OverlayConfigured
 from knm.core.topics import OVERLAY_KEY
+from services.agent.program import NodeProgram
 from services.applier.model import DesiredModel
 from services.applier.native import compile_node, compile_overlay
 from services.applier.service import Applier
 from tests.services.applier.builders import (
+    AT,
     GATEWAY,
     TOPICS,
     Shop,
@@ -35,13 +37,25 @@ def published(bus: MemoryBus) -> list[tuple[str, Envelope]]:
     return [(record.key or "", decode(record.value)) for record in bus.records(TOPICS.vrouter)]
 
 
-def programs(bus: MemoryBus) -> dict[str, VrouterConfigured]:
-    """The newest program of each node, as a compacted topic would keep it."""
-    newest: dict[str, VrouterConfigured] = {}
+def programs(bus: MemoryBus) -> dict[str, NodeProgram]:
+    """Each node's program, folded from its pieces as an agent folds them."""
+    folded: dict[str, NodeProgram] = {}
     for _, message in published(bus):
-        if isinstance(message.payload, VrouterConfigured):
-            newest[message.payload.node] = message.payload
-    return newest
+        node = getattr(message.payload, "node", None)
+        if node is not None:
+            folded.setdefault(node, NodeProgram(node)).take(message.payload)
+    return folded
+
+
+def program_of(model: DesiredModel, node: str) -> NodeProgram:
+    """The node's program as the compiler makes it whole."""
+    program = NodeProgram(node)
+    program.take(compile_node(model, node, gateway=GATEWAY))
+    return program
+
+
+def keys_published(bus: MemoryBus) -> Counter[str]:
+    return Counter(key for key, _ in published(bus))
 
 
 def model_of(events: list[Event]) -> DesiredModel:
@@ -73,9 +87,7 @@ def test_every_node_gets_its_compiled_program_and_the_overlay(
     drain(applier)
 
     expected = model_of(intents)
-    assert programs(bus) == {
-        node: compile_node(expected, node, gateway=GATEWAY) for node in ("n1", "n2", "n3")
-    }
+    assert programs(bus) == {node: program_of(expected, node) for node in ("n1", "n2", "n3")}
     overlays = [m.payload for _, m in published(bus) if isinstance(m.payload, OverlayConfigured)]
     assert overlays[-1] == compile_overlay(expected)
 
@@ -90,7 +102,14 @@ def test_messages_are_keyed_by_node_and_caused_by_the_last_intent(
     # The consumer reads partition after partition, as `records` lists them.
     consumed_last = decode(bus.records(TOPICS.intents)[-1].value)
     records = published(bus)
-    assert sorted(key for key, _ in records) == ["_overlay", "n1", "n2", "n3"]
+    assert {key.split("/")[0] for key, _ in records} == {"_overlay", "n1", "n2", "n3"}
+    # n2 hosts redis: its VIP, with the allows into it, and the members of its sources.
+    assert sorted(key for key, _ in records if key.startswith("n2")) == [
+        "n2",
+        "n2/network/shop/frontend",
+        "n2/network/shop/redis",
+        "n2/vip/10.254.0.10",
+    ]
     for bus_key, message in records:
         assert message.key == (OVERLAY_KEY if bus_key == OVERLAY_KEY else f"vrouter/{bus_key}")
         assert message.causation_id == consumed_last.id
@@ -130,9 +149,10 @@ def test_a_change_republishes_only_the_programs_it_changed(
     )
     drain(applier)
 
-    # n1 runs the new pod; n2 admits shop/frontend to redis. n3 and the overlay stay.
+    # n1 runs the new pod; n2 admits shop/frontend to redis. n3, the VIPs and the
+    # overlay stay.
     after = Counter(key for key, _ in published(bus))
-    assert after - before == Counter(["n1", "n2"])
+    assert after - before == Counter(["n1", "n1/network/shop/frontend", "n2/network/shop/frontend"])
 
 
 def test_a_node_whose_last_pod_left_gets_an_empty_program(bus: MemoryBus, applier: Applier) -> None:
@@ -152,7 +172,10 @@ def test_a_node_whose_last_pod_left_gets_an_empty_program(bus: MemoryBus, applie
     drain(applier)
 
     last = programs(bus)["n3"]
-    assert (last.interfaces, last.networks, last.services, last.allows) == ((), (), (), ())
+    assert last.ready
+    assert (last.interfaces, last.networks, last.vips) == ((), {}, {})
+    withdrawals = [m.payload.TYPE for k, m in published(bus) if k.startswith("n3/")]
+    assert withdrawals[-2:] == ["NetworkMembersWithdrawn", "VipWithdrawn"]
 
 
 def test_a_restarted_applier_publishes_the_final_state_once(
@@ -176,12 +199,70 @@ def test_a_restarted_applier_publishes_the_final_state_once(
     again.start()
     drain(again)
 
-    # It forgot what it published, so it sends every program again, identical, once.
+    # It read what it had published: nothing changed since, so nothing is sent.
     assert programs(bus) == first
-    after = Counter(key for key, _ in published(bus))
-    assert after - before == Counter(["n1", "n2", "n3", OVERLAY_KEY])
+    assert keys_published(bus) == before
     assert not again.replaying
     again.close()
+
+
+def test_a_restarted_applier_sends_what_changed_while_it_was_away(
+    bus: MemoryBus, applier: Applier
+) -> None:
+    shop = Shop()
+    publish(bus, TOPICS.intents, shop.intents())
+    drain(applier)
+    applier.close()
+    before = keys_published(bus)
+    # While it is away, billing's only pod and its service's backends go.
+    changes = [
+        *(withdrawn(pod) for pod in shop.billing),
+        shop.billing_service.model_copy(update={"backends": ()}),
+    ]
+    publish(bus, TOPICS.intents, changes)
+
+    again = Applier(bus=bus, topics=TOPICS, gateway=GATEWAY)
+    again.start()
+    drain(again)
+
+    expected = model_of([*shop.intents(), *changes])
+    assert programs(bus) == {node: program_of(expected, node) for node in ("n1", "n2", "n3")}
+    sent = keys_published(bus) - before
+    assert "n3" in sent
+    assert "n1" not in sent
+    assert {m.payload.TYPE for k, m in published(bus) if k.startswith("n3/")} >= {
+        "NetworkMembersWithdrawn",
+        "VipWithdrawn",
+    }
+    again.close()
+
+
+def test_a_whole_program_of_an_earlier_version_is_replaced_by_pieces(
+    bus: MemoryBus,
+) -> None:
+    shop = Shop()
+    intents = shop.intents()
+    publish(bus, TOPICS.intents, intents)
+    model = model_of(intents)
+    # What an earlier version left on the topic: n3's whole program, with a VIP that
+    # is not wanted any more.
+    old = compile_node(model, "n3", gateway=GATEWAY)
+    stale = old.services[0].model_copy(update={"vip": "10.254.9.9"})
+    legacy = envelope(
+        old.model_copy(update={"services": (*old.services, stale)}),
+        key="vrouter/n3",
+        occurred_at=AT,
+    )
+    bus.publisher().publish([OutgoingMessage(topic=TOPICS.vrouter, key="n3", value=encode(legacy))])
+
+    applier = Applier(bus=bus, topics=TOPICS, gateway=GATEWAY)
+    applier.start()
+    drain(applier)
+
+    keys = keys_published(bus)
+    assert keys["n3/vip/10.254.9.9"] == 1  # withdrawn
+    assert programs(bus)["n3"] == program_of(model, "n3")
+    applier.close()
 
 
 def test_a_restarted_applier_waits_for_the_end_of_the_replay(bus: MemoryBus) -> None:

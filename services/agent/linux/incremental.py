@@ -1,0 +1,155 @@
+"""The table's content kept per piece of the node's program, so that a changed piece
+costs the commands of that piece and not a pass over the whole program.
+
+Pure. Each piece (see `services.agent.program`) contributes content no other piece
+does: the node's piece the pod addresses and sources, a network's piece its members, a
+VIP's piece its map entries, slots and allows. So the difference of a few pieces is the
+difference of the whole table. What pieces share is kept here by count: the spread
+chains (one per backend count in use) and the networks' numbers (one per name in use).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from services.agent.linux.ruleset import (
+    Json,
+    Tables,
+    element_changes,
+    full,
+    number_networks,
+    vip_slots,
+)
+from services.agent.program import NODE, NodeProgram, Piece
+
+
+class PieceTables:
+    def __init__(self) -> None:
+        self.gateway: str | None = None
+        self.numbers: dict[str, int] = {}
+        self._parts: dict[Piece, Tables] = {}
+        self._uses: dict[Piece, frozenset[str]] = {}
+        self._names: Counter[str] = Counter()
+        self._counts: Counter[int] = Counter()
+
+    @property
+    def built(self) -> bool:
+        return self.gateway is not None
+
+    def rebuild(self, program: NodeProgram) -> list[Json]:
+        """The commands that build the whole table from nothing for `program`."""
+        assert program.gateway is not None, "a program without its node's piece"
+        pieces = list(program.pieces())
+        uses = {piece: _uses(program, piece) for piece in pieces}
+        names: set[str] = set().union(*uses.values())
+        self.numbers = number_networks(names, previous=self.numbers)
+        self.gateway = program.gateway
+        self._parts = {piece: _part(program, piece, self.numbers) for piece in pieces}
+        self._uses = uses
+        self._names = Counter(name for used in uses.values() for name in used)
+        self._counts = Counter(len(b) for part in self._parts.values() for b in part.vips.values())
+        return full(self.tables())
+
+    def update(self, program: NodeProgram, changed: Iterable[Piece]) -> list[Json]:
+        """The commands that take the table from what it holds to `program`, given the
+        pieces that changed since (a piece absent from `program` was withdrawn)."""
+        changed = sorted(set(changed))
+        gateway = self.gateway
+        if gateway is None or (NODE in changed and program.gateway != gateway):
+            # The gateway is in the fixed rules: the table is built again.
+            return self.rebuild(program)
+        present = {piece for piece in changed if program.has(piece)}
+        for piece in changed:
+            used = _uses(program, piece) if piece in present else frozenset()
+            self._names.subtract(self._uses.pop(piece, frozenset()))
+            self._names.update(used)
+            if used:
+                self._uses[piece] = used
+        self.numbers = number_networks(
+            (name for name, count in self._names.items() if count > 0), previous=self.numbers
+        )
+        self._names = +self._names
+        chains_before = {count for count, uses in self._counts.items() if uses > 0}
+        before: list[Tables] = []
+        after: list[Tables] = []
+        for piece in changed:
+            old = self._parts.pop(piece, None)
+            if old is not None:
+                before.append(old)
+                self._counts.subtract(len(b) for b in old.vips.values())
+            if piece in present:
+                new = _part(program, piece, self.numbers)
+                self._parts[piece] = new
+                after.append(new)
+                self._counts.update(len(b) for b in new.vips.values())
+        self._counts = +self._counts
+        return element_changes(
+            _merged(gateway, before),
+            _merged(gateway, after),
+            chains=(chains_before, set(self._counts)),
+        )
+
+    def forget(self) -> None:
+        """The kernel's table is unknown (a refused transaction): build it again next."""
+        self.gateway = None
+
+    def tables(self) -> Tables:
+        """The whole table's content."""
+        assert self.gateway is not None
+        return _merged(self.gateway, self._parts.values())
+
+
+def _uses(program: NodeProgram, piece: Piece) -> frozenset[str]:
+    """The networks a piece needs numbers of."""
+    kind, name = piece
+    if kind == "node":
+        return frozenset(i.network for i in program.interfaces)
+    if kind == "network":
+        return frozenset((name,))
+    return frozenset(a.from_network for a in program.vips[name].allows)
+
+
+def _part(program: NodeProgram, piece: Piece, numbers: dict[str, int]) -> Tables:
+    kind, name = piece
+    if kind == "node":
+        return Tables(
+            gateway="",
+            pod_network={i.ip: numbers[i.network] for i in program.interfaces},
+            pod_sources=frozenset((i.ifname, i.ip) for i in program.interfaces),
+        )
+    if kind == "network":
+        number = numbers[name]
+        return Tables(gateway="", members=frozenset((number, m) for m in program.networks[name]))
+    entry = program.vips[name]
+    return Tables(
+        gateway="",
+        allows=frozenset(
+            (numbers[a.from_network], a.vip, spec.protocol.lower(), spec.port)
+            for a in entry.allows
+            for spec in a.ports
+        ),
+        vips=vip_slots(entry.vip_map),
+    )
+
+
+def _merged(gateway: str, parts: Iterable[Tables]) -> Tables:
+    pod_network: dict[str, int] = {}
+    pod_sources: set[tuple[str, str]] = set()
+    members: set[tuple[int, str]] = set()
+    allows: set[tuple[int, str, str, int]] = set()
+    vips: dict[tuple[str, str, int], tuple[tuple[str, int], ...]] = {}
+    for part in parts:
+        pod_network.update(part.pod_network)
+        pod_sources |= part.pod_sources
+        members |= part.members
+        allows |= part.allows
+        vips.update(part.vips)
+    return Tables(
+        gateway=gateway,
+        pod_network=pod_network,
+        pod_sources=frozenset(pod_sources),
+        members=frozenset(members),
+        allows=frozenset(allows),
+        vips=vips,
+    )

@@ -1,0 +1,79 @@
+"""The table kept per piece: a change costs its pieces' commands, and the table reached
+is the one a fresh build of the same program makes."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knm.core.events.vrouter import VrouterConfigured
+from services.agent.linux.incremental import PieceTables
+from services.agent.linux.ruleset import desired_tables, full
+from services.agent.program import NODE, NodeProgram, vip_piece
+from tests.services.agent.linux.test_ruleset import Table, program, programs, vip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(programs(), min_size=1, max_size=6))
+def test_piecewise_changes_reach_the_table_a_fresh_build_makes(
+    sequence: list[VrouterConfigured],
+) -> None:
+    folded = NodeProgram("node-1")
+    state = PieceTables()
+    kernel = Table()
+    for config in sequence:
+        changed = folded.take(config)
+        kernel.apply(state.update(folded, changed) if state.built else state.rebuild(folded))
+
+        fresh = Table()
+        fresh.apply(full(desired_tables(config, numbers=state.numbers)))
+        assert kernel.sets == fresh.sets
+        assert kernel.chains == fresh.chains
+        assert kernel.consistent()
+
+
+def test_a_backend_change_costs_that_vips_slots_only() -> None:
+    vips = tuple(vip(f"10.254.0.{n}", 1, 2, 3) for n in range(1, 50))
+    folded = NodeProgram("node-1")
+    folded.take(program(pods={1: "shop/web"}, vips=vips, allows=len(vips)))
+    state = PieceTables()
+    state.rebuild(folded)
+
+    changed = folded.take(
+        program(
+            pods={1: "shop/web"},
+            vips=(*vips[:-1], vip("10.254.0.49", 1, 2, 4)),
+            allows=len(vips),
+        )
+    )
+    commands = state.update(folded, changed)
+
+    assert changed == {vip_piece("10.254.0.49")}
+    # The third slot's address and port, out and in; nothing else.
+    assert len(commands) == 4
+    assert all("10.254.0.49" in str(command) for command in commands)
+
+
+def test_nothing_changed_no_commands() -> None:
+    folded = NodeProgram("node-1")
+    config = program(pods={1: "shop/web", 2: "shop/db"}, vips=(vip("10.254.0.1", 1),), allows=1)
+    folded.take(config)
+    state = PieceTables()
+    state.rebuild(folded)
+
+    assert folded.take(config) == set()
+    assert state.update(folded, set()) == []
+
+
+def test_a_new_gateway_rebuilds_the_table() -> None:
+    folded = NodeProgram("node-1")
+    config = program(pods={1: "shop/web"})
+    folded.take(config)
+    state = PieceTables()
+    state.rebuild(folded)
+
+    changed = folded.take(config.model_copy(update={"gateway": "169.254.9.9"}))
+    commands = state.update(folded, changed)
+
+    assert changed == {NODE}
+    assert commands[:3] == full(state.tables())[:3]  # the table made again
