@@ -5,7 +5,7 @@ Pure. Each piece (see `services.agent.program`) contributes content no other pie
 does: the node's piece the pod addresses and sources, a network's piece its members, a
 VIP's piece its map entries, slots and allows. So the difference of a few pieces is the
 difference of the whole table. What pieces share is kept here by count: the spread
-chains (one per backend count in use) and the networks' numbers (one per name in use).
+chains (one per kind and backend count in use) and the networks' numbers (one per name in use).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.agent.linux.ruleset import (
     element_changes,
     full,
     number_networks,
+    route_of,
     vip_slots,
 )
 from services.agent.program import NODE, NodeProgram, Piece
@@ -31,7 +32,8 @@ class PieceTables:
         self._parts: dict[Piece, Tables] = {}
         self._uses: dict[Piece, frozenset[str]] = {}
         self._names: Counter[str] = Counter()
-        self._counts: Counter[int] = Counter()
+        # Per spread chain, the VIP ports routed to it.
+        self._chains: Counter[str] = Counter()
 
     @property
     def built(self) -> bool:
@@ -48,7 +50,9 @@ class PieceTables:
         self._parts = {piece: _part(program, piece, self.numbers) for piece in pieces}
         self._uses = uses
         self._names = Counter(name for used in uses.values() for name in used)
-        self._counts = Counter(len(b) for part in self._parts.values() for b in part.vips.values())
+        self._chains = Counter(
+            route_of(b) for part in self._parts.values() for b in part.vips.values()
+        )
         return full(self.tables())
 
     def update(self, program: NodeProgram, changed: Iterable[Piece]) -> list[Json]:
@@ -70,24 +74,24 @@ class PieceTables:
             (name for name, count in self._names.items() if count > 0), previous=self.numbers
         )
         self._names = +self._names
-        chains_before = {count for count, uses in self._counts.items() if uses > 0}
+        chains_before = set(self._chains)
         before: list[Tables] = []
         after: list[Tables] = []
         for piece in changed:
             old = self._parts.pop(piece, None)
             if old is not None:
                 before.append(old)
-                self._counts.subtract(len(b) for b in old.vips.values())
+                self._chains.subtract(route_of(b) for b in old.vips.values())
             if piece in present:
                 new = _part(program, piece, self.numbers)
                 self._parts[piece] = new
                 after.append(new)
-                self._counts.update(len(b) for b in new.vips.values())
-        self._counts = +self._counts
+                self._chains.update(route_of(b) for b in new.vips.values())
+        self._chains = +self._chains
         return element_changes(
             _merged(gateway, before),
             _merged(gateway, after),
-            chains=(chains_before, set(self._counts)),
+            chains=(chains_before, set(self._chains)),
         )
 
     def forget(self) -> None:

@@ -128,9 +128,15 @@ def vip_slots(vip_map: VipMap) -> dict[VipKey, Backends]:
     return vips
 
 
-def spread_chain(count: int) -> str:
-    """The chain that hashes a flow into one of `count` slots and translates it."""
-    return f"spread_{count}"
+def spread_chain(count: int, *, per_slot_ports: bool = False) -> str:
+    """The chain that hashes a flow into one of `count` slots and translates it: to the
+    VIP's one target port, or (backends on different ports) to the slot's."""
+    return f"spread_{count}_ports" if per_slot_ports else f"spread_{count}"
+
+
+def parse_spread_chain(chain: str) -> tuple[int, bool]:
+    count, _, kind = chain.removeprefix("spread_").partition("_")
+    return int(count), kind == "ports"
 
 
 # ---- commands -------------------------------------------------------------------------
@@ -154,31 +160,26 @@ def changes(before: Tables, after: Tables) -> list[Json]:
     additions; a VIP whose backends changed has only its changed slots rewritten."""
     if before.gateway != after.gateway:
         return full(after)
-    return element_changes(before, after, chains=(_counts(before), _counts(after)))
+    return element_changes(before, after, chains=(chains_of(before), chains_of(after)))
 
 
 def element_changes(
-    before: Tables, after: Tables, *, chains: tuple[AbstractSet[int], AbstractSet[int]]
+    before: Tables, after: Tables, *, chains: tuple[AbstractSet[str], AbstractSet[str]]
 ) -> list[Json]:
     """`changes` for a part of the table: `before` and `after` may hold only some
     pieces' content, and `chains` says which spread chains the whole table needs
-    before and after (a chain is shared by every VIP of its backend count)."""
+    before and after (a chain is shared by every VIP of its kind and backend count)."""
     chains_before, chains_after = chains
     commands: list[Json] = []
-    # A VIP is an entry in `vips` (to the spread chain of its backend count) and a slot
-    # per backend in the backend maps; only what differs is touched.
-    stale = {k: v for k, v in before.vips.items() if after.vips.get(k) != v}
-    fresh = {k: v for k, v in after.vips.items() if before.vips.get(k) != v}
-    old_slots, new_slots = _slots(stale), _slots(fresh)
-    rerouted = [k for k in _sorted(stale) if len(after.vips.get(k, ())) != len(stale[k])]
-    routed = [k for k in _sorted(fresh) if len(before.vips.get(k, ())) != len(fresh[k])]
+    # A VIP is an entry in `vips` (to its spread chain), a slot per backend in the
+    # backend maps and, when all its backends listen on one port, that port in
+    # `vip_port`; only what differs is touched.
+    old = _vip_elements({k: v for k, v in before.vips.items() if after.vips.get(k) != v})
+    new = _vip_elements({k: v for k, v in after.vips.items() if before.vips.get(k) != v})
+    gone = [_differing(o, n) for o, n in zip(old, new, strict=True)]
+    came = [_differing(n, o) for o, n in zip(old, new, strict=True)]
     commands += _elements("delete", "allows", before.allows - after.allows)
-    commands += _elements(
-        "delete", "vips", [_vip_element(k, len(stale[k])) for k in rerouted], is_map=True
-    )
-    commands += _slot_elements(
-        "delete", {s: v for s, v in old_slots.items() if new_slots.get(s) != v}
-    )
+    commands += _vip_commands("delete", gone)
     commands += _elements("delete", "members", before.members - after.members)
     commands += _elements("delete", "pod_sources", before.pod_sources - after.pod_sources)
     commands += _elements(
@@ -203,20 +204,58 @@ def element_changes(
     )
     commands += _elements("add", "pod_sources", after.pod_sources - before.pod_sources)
     commands += _elements("add", "members", after.members - before.members)
-    for count in sorted(chains_after - chains_before):
-        commands += _spread(count)
-    commands += _slot_elements("add", {s: v for s, v in new_slots.items() if old_slots.get(s) != v})
-    commands += _elements(
-        "add", "vips", [_vip_element(k, len(fresh[k])) for k in routed], is_map=True
-    )
-    for count in sorted(chains_before - chains_after):
-        commands.append({"delete": {"chain": _chain(spread_chain(count))}})
+    for chain in sorted(chains_after - chains_before):
+        commands += _spread(chain)
+    commands += _vip_commands("add", came)
+    for chain in sorted(chains_before - chains_after):
+        commands.append({"delete": {"chain": _chain(chain)}})
     commands += _elements("add", "allows", after.allows - before.allows)
     return commands
 
 
-def _sorted(keys: Iterable[VipKey]) -> list[VipKey]:
-    return sorted(keys)
+Slot = tuple[str, str, int, int]  # (vip, protocol, port, index)
+
+
+def _vip_elements(vips: Mapping[VipKey, Backends]) -> list[dict[Any, Any]]:
+    """The VIPs' elements, map by map: their routes (the spread chains), their backends'
+    addresses and ports by slot, and their one port where the backends share one."""
+    routes: dict[VipKey, str] = {}
+    addresses: dict[Slot, str] = {}
+    ports: dict[Slot, int] = {}
+    shared: dict[VipKey, int] = {}
+    for key, backends in vips.items():
+        targets = {port for _, port in backends}
+        routes[key] = spread_chain(len(backends), per_slot_ports=len(targets) > 1)
+        for index, (address, port) in enumerate(backends):
+            addresses[(*key, index)] = address
+            if len(targets) > 1:
+                ports[(*key, index)] = port
+        if len(targets) == 1:
+            (shared[key],) = targets
+    return [routes, addresses, ports, shared]
+
+
+def _differing(these: dict[Any, Any], those: dict[Any, Any]) -> dict[Any, Any]:
+    return {k: v for k, v in these.items() if those.get(k) != v}
+
+
+def _vip_commands(verb: str, elements: list[dict[Any, Any]]) -> list[Json]:
+    """Routes go last when added and first when deleted: a route never leads to a slot
+    that is not there."""
+    routes, addresses, ports, shared = elements
+
+    def keyed(mapping: dict[Any, Any], value: Any = lambda v: v) -> list[Any]:
+        return [[{"concat": list(key)}, value(v)] for key, v in sorted(mapping.items())]
+
+    commands = [
+        *_elements(verb, "backend_addr", keyed(addresses), is_map=True),
+        *_elements(verb, "backend_port", keyed(ports), is_map=True),
+        *_elements(verb, "vip_port", keyed(shared), is_map=True),
+    ]
+    route = _elements(
+        verb, "vips", keyed(routes, lambda chain: {"goto": {"target": chain}}), is_map=True
+    )
+    return [*route, *commands] if verb == "delete" else [*commands, *route]
 
 
 def _table() -> Json:
@@ -241,6 +280,9 @@ def _declarations() -> list[Json]:
         declared("map", "vips", ["ipv4_addr", "inet_proto", "inet_service"], map="verdict"),
         declared("map", "backend_addr", SLOT_KEY, map="ipv4_addr"),
         declared("map", "backend_port", SLOT_KEY, map="inet_service"),
+        declared(
+            "map", "vip_port", ["ipv4_addr", "inet_proto", "inet_service"], map="inet_service"
+        ),
     ]
 
 
@@ -319,20 +361,27 @@ def _fixed_chains(*, gateway: str) -> list[Json]:
     ]
 
 
-def _spread(count: int) -> list[Json]:
-    """The chain for VIPs of `count` backends: the flow's hash picks a slot (in the
+def _spread(chain: str) -> list[Json]:
+    """The chain for VIPs of one backend count: the flow's hash picks a slot (in the
     packet mark, free again once NAT is done: `from_pod` sets it back), the slot the
-    backend's address and port."""
+    backend's address, and the slot or the VIP the port."""
+    count, per_slot_ports = parse_spread_chain(chain)
     flow = {"concat": [_SADDR, _SPORT]}
     slot = {"concat": [_DADDR, _L4PROTO, _DPORT, _MARK]}
+    vip = {"concat": [_DADDR, _L4PROTO, _DPORT]}
+    port = (
+        {"map": {"key": slot, "data": "@backend_port"}}
+        if per_slot_ports
+        else {"map": {"key": vip, "data": "@vip_port"}}
+    )
     return [
-        {"add": {"chain": _chain(spread_chain(count))}},
+        {"add": {"chain": _chain(chain)}},
         {
             "add": {
                 "rule": {
                     "family": FAMILY,
                     "table": TABLE,
-                    "chain": spread_chain(count),
+                    "chain": chain,
                     "expr": [
                         {
                             "mangle": {
@@ -344,7 +393,7 @@ def _spread(count: int) -> list[Json]:
                             "dnat": {
                                 "family": "ip",
                                 "addr": {"map": {"key": slot, "data": "@backend_addr"}},
-                                "port": {"map": {"key": slot, "data": "@backend_port"}},
+                                "port": port,
                             }
                         },
                     ],
@@ -354,34 +403,13 @@ def _spread(count: int) -> list[Json]:
     ]
 
 
-def _counts(tables: Tables) -> set[int]:
-    return {len(backends) for backends in tables.vips.values()}
+def chains_of(tables: Tables) -> set[str]:
+    """The spread chains the table's VIPs are routed to."""
+    return {route_of(backends) for backends in tables.vips.values()}
 
 
-Slot = tuple[str, str, int, int]  # (vip, protocol, port, index)
-
-
-def _slots(vips: Mapping[VipKey, Backends]) -> dict[Slot, tuple[str, int]]:
-    return {
-        (*key, index): backend
-        for key, backends in vips.items()
-        for index, backend in enumerate(backends)
-    }
-
-
-def _slot_elements(verb: str, slots: Mapping[Slot, tuple[str, int]]) -> list[Json]:
-    ordered = sorted(slots.items())
-    addresses = [[{"concat": list(slot)}, ip] for slot, (ip, _) in ordered]
-    ports = [[{"concat": list(slot)}, port] for slot, (_, port) in ordered]
-    return [
-        *_elements(verb, "backend_addr", addresses, is_map=True),
-        *_elements(verb, "backend_port", ports, is_map=True),
-    ]
-
-
-def _vip_element(key: VipKey, count: int) -> list[Any]:
-    vip, protocol, port = key
-    return [{"concat": [vip, protocol, port]}, {"goto": {"target": spread_chain(count)}}]
+def route_of(backends: Backends) -> str:
+    return spread_chain(len(backends), per_slot_ports=len({p for _, p in backends}) > 1)
 
 
 def _elements(verb: str, name: str, elements: Iterable[Any], *, is_map: bool = False) -> list[Json]:

@@ -49,8 +49,8 @@ def test_a_backend_change_costs_that_vips_slots_only() -> None:
     commands = state.update(folded, changed)
 
     assert changed == {vip_piece("10.254.0.49")}
-    # The third slot's address and port, out and in; nothing else.
-    assert len(commands) == 4
+    # The third slot's address, out and in; nothing else (the port is the VIP's).
+    assert len(commands) == 2
     assert all("10.254.0.49" in str(command) for command in commands)
 
 

@@ -24,6 +24,7 @@ from services.agent.linux.ruleset import (
     desired_tables,
     full,
     network_numbers,
+    parse_spread_chain,
     spread_chain,
 )
 
@@ -42,7 +43,9 @@ def iface(n: int, network: str) -> LocalInterface:
     )
 
 
-def vip(address: str, *backends: int, target: int = 8080) -> VipMap:
+def vip(address: str, *backends: int, target: int = 8080, mixed: bool = False) -> VipMap:
+    """A VIP on TCP 80 (and UDP 53, which no backend maps); `mixed`: odd backends
+    listen one port above the others."""
     return VipMap(
         namespace="shop",
         name=f"svc-{address}",
@@ -50,7 +53,11 @@ def vip(address: str, *backends: int, target: int = 8080) -> VipMap:
         network="shop/service-x",
         ports=(TCP80, PolicyPortSpec(port=53, protocol="UDP")),
         backends=tuple(
-            VipBackend(ip=f"10.0.0.{b}", node="node-1", target_ports=((80, "TCP", target),))
+            VipBackend(
+                ip=f"10.0.0.{b}",
+                node="node-1",
+                target_ports=((80, "TCP", target + (b % 2 if mixed else 0)),),
+            )
             for b in backends
         ),
     )
@@ -137,7 +144,6 @@ def test_a_backend_change_rewrites_only_that_vips_chain() -> None:
     assert touched == [
         ("delete", "element", "vips"),
         ("delete", "element", "backend_addr"),
-        ("delete", "element", "backend_port"),
         ("add", "chain", spread_chain(1)),
         ("add", "rule", None),
         ("add", "element", "vips"),
@@ -163,12 +169,47 @@ def test_a_swapped_backend_rewrites_only_its_slot() -> None:
 
     assert [(verb, body["element"]["name"]) for c in commands for verb, body in c.items()] == [
         ("delete", "backend_addr"),
-        ("delete", "backend_port"),
         ("add", "backend_addr"),
-        ("add", "backend_port"),
     ]
-    (added,) = commands[2]["add"]["element"]["elem"]
+    (added,) = commands[1]["add"]["element"]["elem"]
     assert added == [{"concat": ["10.254.0.1", "tcp", 80, 1]}, "10.0.0.3"]
+
+
+def test_backends_on_different_ports_take_a_port_per_slot() -> None:
+    shared = vip("10.254.0.1", 1, 2)
+    mixed = shared.model_copy(
+        update={
+            "backends": (
+                shared.backends[0],
+                shared.backends[1].model_copy(update={"target_ports": ((80, "TCP", 9090),)}),
+            )
+        }
+    )
+    before = program(pods={1: "shop/web"}, vips=(shared,))
+    after = program(pods={1: "shop/web"}, vips=(mixed,))
+    numbers = network_numbers(before, previous={})
+
+    commands = changes(
+        desired_tables(before, numbers=numbers), desired_tables(after, numbers=numbers)
+    )
+
+    elements = {
+        (verb, body["element"]["name"]): body["element"]["elem"]
+        for c in commands
+        for verb, body in c.items()
+        if "element" in body
+    }
+    assert elements[("delete", "vip_port")] == [[{"concat": ["10.254.0.1", "tcp", 80]}, 8080]]
+    assert elements[("add", "backend_port")] == [
+        [{"concat": ["10.254.0.1", "tcp", 80, 0]}, 8080],
+        [{"concat": ["10.254.0.1", "tcp", 80, 1]}, 9090],
+    ]
+    assert elements[("add", "vips")] == [
+        [
+            {"concat": ["10.254.0.1", "tcp", 80]},
+            {"goto": {"target": spread_chain(2, per_slot_ports=True)}},
+        ]
+    ]
 
 
 # ---- the commands, replayed on a model of the table ----------------------------------------
@@ -224,18 +265,29 @@ class Table:
 
     def consistent(self) -> bool:
         """Every VIP entry leads to an existing spread chain whose slot count its backend
-        slots fill exactly; no spread chain or slot is left over."""
+        slots fill exactly, with its port per slot or for the VIP as the chain reads it;
+        no spread chain, slot or port is left over."""
         entries = [json.loads(e) for e in self.sets.get("vips", set())]
         routes = {tuple(key["concat"]): verdict["goto"]["target"] for key, verdict in entries}
-        expected_slots = {
-            (*key, index)
-            for key, target in routes.items()
-            for index in range(int(target.removeprefix("spread_")))
-        }
-        for name in ("backend_addr", "backend_port"):
-            slots = {tuple(json.loads(e)[0]["concat"]) for e in self.sets.get(name, set())}
-            if slots != expected_slots:
-                return False
+        slots, ported, shared = set(), set(), set()
+        for key, target in routes.items():
+            count, per_slot = parse_spread_chain(target)
+            indexed = {(*key, index) for index in range(count)}
+            slots |= indexed
+            if per_slot:
+                ported |= indexed
+            else:
+                shared.add(key)
+
+        def keys(name: str) -> set[tuple[Any, ...]]:
+            return {tuple(json.loads(e)[0]["concat"]) for e in self.sets.get(name, set())}
+
+        if (keys("backend_addr"), keys("backend_port"), keys("vip_port")) != (
+            slots,
+            ported,
+            shared,
+        ):
+            return False
         spreads = {name for name in self.chains if name.startswith("spread_")}
         return set(routes.values()) == spreads
 
@@ -253,6 +305,7 @@ def programs(draw: st.DrawFn) -> VrouterConfigured:
             f"10.254.0.{a}",
             *draw(st.lists(st.integers(1, 12), unique=True, max_size=4)),
             target=draw(st.sampled_from([80, 8080])),
+            mixed=draw(st.booleans()),
         )
         for a in addresses
     )

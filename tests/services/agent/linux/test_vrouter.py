@@ -181,7 +181,8 @@ def test_programs_tables_and_overlay_and_leaves_the_rest(node: str) -> None:
         assert [e["concat"][1] for e in elements(node, "members")] == ["10.0.0.1"]
         assert len(elements(node, "vips")) == 1
         assert [e[1] for e in elements(node, "backend_addr")] == ["10.0.0.1"]
-        assert [e[1] for e in elements(node, "backend_port")] == [8080]
+        assert [e[1] for e in elements(node, "vip_port")] == [8080]
+        assert elements(node, "backend_port") == []
         assert vrouter.vrouter.last.commands < 10
         routes, neighbours, foreign = overlay_state(node)
         assert routes == {"10.0.0.64/26": "192.168.0.2"}
