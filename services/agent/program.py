@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from knm.core.events.base import Event
 from knm.core.events.vrouter import (
@@ -26,6 +27,7 @@ from knm.core.events.vrouter import (
 )
 
 Piece = tuple[str, str]  # ("node", ""), ("network", name) or ("vip", address)
+_V = TypeVar("_V")
 NODE: Piece = ("node", "")
 
 
@@ -92,22 +94,10 @@ class NodeProgram:
         return {NODE}
 
     def _network(self, name: str, members: tuple[str, ...] | None) -> set[Piece]:
-        if self.networks.get(name) == members:
-            return set()
-        if members is None:
-            del self.networks[name]
-        else:
-            self.networks[name] = members
-        return {network_piece(name)}
+        return _put(self.networks, name, members, network_piece(name))
 
     def _vip(self, address: str, entry: VipEntry | None) -> set[Piece]:
-        if self.vips.get(address) == entry:
-            return set()
-        if entry is None:
-            del self.vips[address]
-        else:
-            self.vips[address] = entry
-        return {vip_piece(address)}
+        return _put(self.vips, address, entry, vip_piece(address))
 
     def _replace(self, config: VrouterConfigured) -> set[Piece]:
         """A whole program (as earlier versions sent it) replaces every piece."""
@@ -139,6 +129,17 @@ class NodeProgram:
             services=tuple(entry.vip_map for entry in vips),
             allows=tuple(allow for entry in vips for allow in entry.allows),
         )
+
+
+def _put(mapping: dict[str, _V], key: str, value: _V | None, piece: Piece) -> set[Piece]:
+    """Set (or, with None, remove) one piece's content; the piece if that changed it."""
+    if mapping.get(key) == value:
+        return set()
+    if value is None:
+        del mapping[key]
+    else:
+        mapping[key] = value
+    return {piece}
 
 
 def _numeric(address: str) -> tuple[int, str]:
