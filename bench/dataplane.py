@@ -55,7 +55,7 @@ from knm.core.events.vrouter import (
 )
 from services.agent.dataplane import PodInterface, Sandbox
 from services.agent.linux.dataplane import LinuxDataplane
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import NamespaceThread
 from services.agent.linux.vrouter import Vrouter
 from services.agent.linux.wiring import PodWiring
 from services.agent.program import NodeProgram

@@ -54,6 +54,12 @@ class TopicSpec:
 class Topics:
     prefix: str = "knm."
 
+    def group(self, role: str) -> str:
+        """The consumer group of one of this installation's roles. Groups are shared by
+        name across a Kafka cluster like topics: installations that share one must not
+        share groups, or each would take a part of the other's partitions."""
+        return f"{self.prefix}{role}"
+
     @property
     def facts(self) -> str:
         return f"{self.prefix}facts"

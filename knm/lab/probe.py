@@ -6,7 +6,7 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import NamespaceThread
 
 ANSWERED = "answered"
 REFUSED = "refused"

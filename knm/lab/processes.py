@@ -45,6 +45,9 @@ class Child:
         with urllib.request.urlopen(url, timeout=2) as response:
             return json.loads(response.read())
 
+    def state(self) -> Any:
+        return self.get("/state")
+
     def ready(self) -> bool:
         try:
             self.get("/readyz")

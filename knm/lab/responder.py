@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Iterable
 
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import NamespaceThread
 
 log = logging.getLogger("knm.lab")
 

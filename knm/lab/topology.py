@@ -12,7 +12,7 @@ from ipaddress import IPv4Network
 
 from pyroute2 import IPRoute, netns
 
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import inside
 
 log = logging.getLogger("knm.lab")
 
@@ -63,14 +63,6 @@ def remove_namespaces(names: Iterable[str]) -> None:
     for name in names:
         if name in present:
             netns.remove(name)
-
-
-def inside(namespace: str, work: object) -> object:
-    thread = NamespaceThread(namespace, name="lab")
-    try:
-        return thread.run(work)  # type: ignore[arg-type]
-    finally:
-        thread.close()
 
 
 def build_underlay(layout: Layout, *, nodes: dict[str, str], underlay: IPv4Network) -> None:

@@ -59,7 +59,7 @@ class Agent:
         bus: Bus,
         topics: Topics,
         dataplane: Dataplane,
-        group_prefix: str = "knm-agent",
+        group: str | None = None,
         batch_size: int = 1000,
         cni_wait: float = 10.0,
     ) -> None:
@@ -68,7 +68,7 @@ class Agent:
         self._topics = topics
         self._dataplane = dataplane
         # Every agent reads every partition: one group per node.
-        self._group = f"{group_prefix}-{node}"
+        self._group = group or topics.group(f"agent-{node}")
         self._batch_size = batch_size
         self._consumer: Consumer | None = None
         self._dead_letters = bus.publisher()

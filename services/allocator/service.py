@@ -60,7 +60,7 @@ class Allocator:
         bus: Bus,
         settings: NetworkSettings,
         topics: Topics,
-        group: str = "knm-allocator",
+        group: str | None = None,
         batch_size: int = 500,
         clock: Clock = utcnow,
     ) -> None:
@@ -68,7 +68,7 @@ class Allocator:
         self._bus = bus
         self._settings = settings
         self._topics = topics
-        self._group = group
+        self._group = group or topics.group("allocator")
         self._batch_size = batch_size
         self._clock = clock
         self._writer = uuid.uuid4().hex

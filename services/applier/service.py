@@ -33,13 +33,13 @@ class Applier:
         bus: Bus,
         topics: Topics,
         gateway: str,
-        group: str = "knm-applier",
+        group: str | None = None,
         batch_size: int = 1000,
         max_delay: float = 1.0,
     ) -> None:
         self._bus = bus
         self._topics = topics
-        self._group = group
+        self._group = group or topics.group("applier")
         self._batch_size = batch_size
         self._max_delay = max_delay
         self._last_sync = time.monotonic()

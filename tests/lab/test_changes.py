@@ -28,7 +28,7 @@ from knm.core.events.codec import encode
 from knm.core.events.facts import ContainerPortSpec, PodDeleted, PodObserved
 from knm.core.topics import Topics
 from knm.lab.probe import probe
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import NamespaceThread
 from tests.lab.conftest import Lab
 
 # "10.254.0.1 . tcp . 3000 . 0x00000001 : 10.0.0.64" in `list map` output

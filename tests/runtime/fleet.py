@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knm.lab.processes import Child, Supervisor, free_port
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+__all__ = ["Fleet", "environment", "free_port", "knm", "wait_for"]
 
 
 def knm(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -36,58 +29,22 @@ def knm(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Compl
     return result
 
 
-@dataclass
-class Member:
-    name: str
-    args: list[str]
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    def state(self) -> Any:
-        url = f"http://127.0.0.1:{self.port}/state"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
-
-    def ready(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.port}/readyz"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-
-@dataclass
 class Fleet:
-    env: dict[str, str]
-    logs: Path
-    members: dict[str, Member] = field(default_factory=dict)
+    """The lab's supervisor, driven by hand: tests start, kill and stop members by name
+    (nothing restarts on its own)."""
 
-    def add(self, name: str, *args: str) -> Member:
-        port = free_port()
-        member = Member(
-            name=name,
-            args=[*args, "--health-port", str(port)],
-            port=port,
-            log=self.logs / f"{name}.log",
-        )
-        self.members[name] = member
-        return member
+    def __init__(self, *, env: dict[str, str], logs: Path) -> None:
+        self._supervisor = Supervisor(env=env, logs=logs)
+
+    @property
+    def members(self) -> dict[str, Child]:
+        return self._supervisor.children
+
+    def add(self, name: str, *args: str) -> Child:
+        return self._supervisor.add(name, *args)
 
     def start(self, name: str) -> None:
-        member = self.members[name]
-        member.starts += 1
-        with member.log.open("ab") as log:
-            log.write(f"\n==== start {member.starts}\n".encode())
-            log.flush()
-            member.process = subprocess.Popen(
-                [sys.executable, "-m", "knm", *member.args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self._supervisor.start(self.members[name])
 
     def kill(self, name: str) -> None:
         """SIGKILL: no chance to finish anything."""
@@ -104,10 +61,6 @@ class Fleet:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         return process.wait(timeout=60)
-
-    def alive(self, name: str) -> bool:
-        process = self.members[name].process
-        return process is not None and process.poll() is None
 
     def stop_all(self) -> dict[str, int]:
         return {name: self.stop(name) for name in self.members}

@@ -121,7 +121,7 @@ class _Connection(socketserver.BaseRequestHandler):
                     "pod": request.pod_key,
                     "command": request.command,
                     "code": error.code,
-                    "msg": error.msg,
+                    "reason": error.msg,
                 },
             )
             return error

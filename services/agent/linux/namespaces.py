@@ -1,10 +1,12 @@
-"""Work inside a network namespace without moving the calling thread.
+"""Work inside a network namespace from a process that stays outside it.
 
-A namespace switch (setns) applies to one thread only, so each piece of work runs on a
-short-lived thread of its own that enters the namespace first and ends with the work:
-no other thread of the agent ever sees a changed namespace, and nothing has to be
-switched back. Sockets keep the namespace they were created in, which is how a netlink
-socket for another namespace is made (much cheaper than pyroute2's forked helper).
+Netlink sockets and nftables commands act on the namespace of the thread that opens or
+runs them, and a namespace switch (setns) applies to one thread only: so work for a
+namespace runs on a thread that entered it, either one kept per namespace
+(`NamespaceThread`) or one made for the work and ended with it (`inside`). No other
+thread ever sees a changed namespace, and nothing has to be switched back. Sockets keep
+the namespace they were created in, which is how a netlink socket for another
+namespace is made (much cheaper than pyroute2's forked helper).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -36,32 +39,57 @@ def netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def inside(path: str | None, work: Callable[[], T]) -> T:
-    """`work()` run inside the namespace at `path` (None: the caller's own)."""
-    if path is None:
-        return work()
+class NamespaceThread:
+    """One thread that enters a namespace once and runs everything meant for it, for
+    work that keeps state made inside it (a libnftables context, a netlink socket).
+
+    `netns` is a name (as `ip netns` knows it) or a path; making the namespace is the
+    lab's or the runtime's job. On a real node the agent lives in
+    the node's namespace already: with `netns` None the thread simply does not move.
+    """
+
+    def __init__(self, netns: str | None, *, name: str) -> None:
+        self.netns = netns
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        # Entered on first use, and tried again on the next if the namespace was not
+        # there yet: a node's namespace may come after the process that serves it.
+        self._entered = netns is None
+        self._entering = threading.Lock()
+
+    def run(self, work: Callable[[], T]) -> T:
+        if not self._entered:
+            with self._entering:
+                if not self._entered:
+                    assert self.netns is not None
+                    self._executor.submit(enter, netns_path(self.netns)).result()
+                    self._entered = True
+        return self._executor.submit(work).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def enter(path: str) -> None:
+    """Move the calling thread into the namespace at `path`."""
     descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if _libc.setns(descriptor, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"cannot enter network namespace {path}: {os.strerror(code)}")
-            outcome.append(work())
-        except BaseException as error:
-            failure.append(error)
-
     try:
-        thread = threading.Thread(target=run, name="knm-netns", daemon=True)
-        thread.start()
-        thread.join()
+        if _libc.setns(descriptor, CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"cannot enter network namespace {path}: {os.strerror(code)}")
     finally:
         os.close(descriptor)
-    if failure:
-        raise failure[0]
-    return outcome[0]
+
+
+def inside(path: str | None, work: Callable[[], T]) -> T:
+    """`work()` run inside the namespace at `path` (a name or a path; None: the
+    caller's own), on a thread of its own that ends with it."""
+    if path is None:
+        return work()
+    thread = NamespaceThread(path, name="knm-netns")
+    try:
+        return thread.run(work)
+    finally:
+        thread.close()
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from pyroute2 import IPRoute
 
 from knm.core.events.vrouter import OverlayConfigured
 from services.agent.linux.incremental import PieceTables
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import NamespaceThread
 from services.agent.linux.ruleset import VXLAN_IFNAME
 from services.agent.plan import overlay_routes
 from services.agent.program import NodeProgram, Piece

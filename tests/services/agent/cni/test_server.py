@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -81,8 +82,10 @@ def test_the_socket_is_the_agents_alone(server: CniServer) -> None:
 
 
 def test_each_command_reaches_the_handler_and_errors_come_back_as_cni_errors(
-    server: CniServer, handler: Handler
+    server: CniServer, handler: Handler, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # At INFO, as services log: a refusal is logged on its way back.
+    caplog.set_level(logging.INFO, logger="knm")
     assert ask(server.path, request(ADD), timeout=5) == WIRED
     with pytest.raises(CniError) as refused:
         ask(server.path, request(CHECK), timeout=5)
@@ -98,6 +101,9 @@ def test_each_command_reaches_the_handler_and_errors_come_back_as_cni_errors(
     assert "netlink went away" in failed.value.details
     assert [r.command for r in handler.asked] == [ADD, CHECK, DEL]
     assert handler.asked[0] == request(ADD)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO][-1:] == [
+        "CNI request refused"
+    ]
 
 
 def test_requests_are_served_concurrently(server: CniServer, handler: Handler) -> None:

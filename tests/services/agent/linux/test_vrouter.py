@@ -12,7 +12,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from knm.core.events.vrouter import OverlayConfigured, OverlayNode, VrouterConfigured
-from services.agent.linux.namespace import NamespaceThread
+from services.agent.linux.namespaces import NamespaceThread
 from services.agent.linux.ruleset import VXLAN_IFNAME
 from services.agent.linux.vrouter import RTPROT_KNM, Vrouter, vtep_mac
 from services.agent.program import NodeProgram
