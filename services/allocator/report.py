@@ -29,7 +29,17 @@ def _ip_order(value: str | None) -> tuple[int, int]:
     return (0, 0) if value is None else (1, int(IPv4Address(value)))
 
 
+# Isolation that reads one snapshot across statements, per dialect.
+_SNAPSHOT = {"postgresql": "REPEATABLE READ", "sqlite": "SERIALIZABLE"}
+
+
 def plan_document(connection: Connection) -> Document:
+    if not connection.in_transaction():
+        # Several tables are read: from one snapshot, or an allocator's commit between two
+        # reads shows a floating IP of a pod not read (half of a transaction).
+        connection.execution_options(
+            isolation_level=_SNAPSHOT.get(connection.dialect.name, "SERIALIZABLE")
+        )
     pods = connection.execute(select(table(PodRow))).all()
     services = connection.execute(select(table(ServiceRow))).all()
     floating = connection.execute(select(table(FloatingIpRow))).all()

@@ -148,6 +148,11 @@ class KafkaBusConsumer:
     ) -> None:
         self._consumer = consumer
         self._positions = positions
+        # The topics' metadata first: a member that joins (and, as the group's leader,
+        # assigns) before it knows their partitions assigns none, and was seen to wait
+        # for the next periodic metadata refresh (minutes) before trying again.
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
         consumer.subscribe(list(topics), listener=_Rebalance(self))
 
     def _assigned(self, assigned: frozenset[TopicPartition]) -> None:
