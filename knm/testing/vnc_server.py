@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 from collections import Counter
 from http import HTTPStatus
@@ -172,7 +173,13 @@ class VncTestServer:
         links: list[dict[str, Any]] = []
         for type_name in TYPES:
             links.append(
-                {"link": {"rel": "collection", "href": f"{root}/{_plural(type_name)}", "name": type_name}}
+                {
+                    "link": {
+                        "rel": "collection",
+                        "href": f"{root}/{_plural(type_name)}",
+                        "name": type_name,
+                    }
+                }
             )
             links.append(
                 {"link": {"rel": "resource-base", "href": f"{root}/{type_name}", "name": type_name}}
@@ -218,7 +225,11 @@ class VncTestServer:
                 if fields and key not in fields:
                     continue
                 rendered.setdefault(key, []).append(
-                    {"to": list(child.fq_name), "uuid": child.uuid, "href": f"{self.url}/{child.type}/{child.uuid}"}
+                    {
+                        "to": list(child.fq_name),
+                        "uuid": child.uuid,
+                        "href": f"{self.url}/{child.type}/{child.uuid}",
+                    }
                 )
         if not _true(query.get("exclude_back_refs")) or fields:
             for referrer in self.store.referrers_of(obj.uuid):
@@ -226,7 +237,11 @@ class VncTestServer:
                 if fields and key not in fields:
                     continue
                 rendered.setdefault(key, []).append(
-                    {"to": list(referrer.fq_name), "uuid": referrer.uuid, "href": f"{self.url}/{referrer.type}/{referrer.uuid}"}
+                    {
+                        "to": list(referrer.fq_name),
+                        "uuid": referrer.uuid,
+                        "href": f"{self.url}/{referrer.type}/{referrer.uuid}",
+                    }
                 )
         return rendered
 
@@ -264,7 +279,11 @@ class VncTestServer:
             return {key: [{type_name: self._render(o, detail_query)} for o in objects]}
         return {
             key: [
-                {"uuid": o.uuid, "fq_name": list(o.fq_name), "href": f"{self.url}/{type_name}/{o.uuid}"}
+                {
+                    "uuid": o.uuid,
+                    "fq_name": list(o.fq_name),
+                    "href": f"{self.url}/{type_name}/{o.uuid}",
+                }
                 for o in objects
             ]
         }
@@ -273,6 +292,12 @@ class VncTestServer:
 def _handler(server: VncTestServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body leave in two writes; without this, Nagle's algorithm holds
+            # the body until the client's delayed ACK, 40 ms per call.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             # Quiet: a test server's access log is noise in test output.

@@ -97,8 +97,10 @@ class VncStore:
         except SchemaError as error:
             raise VncError(400, str(error)) from None
         fq_name = body.get("fq_name")
-        if not isinstance(fq_name, list) or not fq_name or not all(
-            isinstance(part, str) and part for part in fq_name
+        if (
+            not isinstance(fq_name, list)
+            or not fq_name
+            or not all(isinstance(part, str) and part for part in fq_name)
         ):
             raise VncError(400, f"{type_name}: fq_name must be a list of non-empty strings")
         fq = tuple(fq_name)
@@ -152,7 +154,9 @@ class VncStore:
                 if "U" not in rtype.prop_operations(key) and value != obj.props.get(key):
                     raise VncError(400, f"{type_name}.{key} cannot be updated")
             refs = {
-                f: self._resolve_refs(rtype, f, body[f] or []) for f in rtype.ref_fields if f in body
+                f: self._resolve_refs(rtype, f, body[f] or [])
+                for f in rtype.ref_fields
+                if f in body
             }
             for key, value in body.items():
                 if key in rtype.prop_fields:
@@ -253,9 +257,7 @@ class VncStore:
         if parent_type is None and len(rtype.parent_types) == 1:
             parent_type = rtype.parent_types[0]
         if parent_type not in rtype.parent_types:
-            raise VncError(
-                400, f"{rtype.name}: parent_type must be one of {rtype.parent_types}"
-            )
+            raise VncError(400, f"{rtype.name}: parent_type must be one of {rtype.parent_types}")
         if len(fq) < 2:
             raise VncError(400, f"{rtype.name}: fq_name must name the parent")
         parent_uuid = self._by_name.get((str(parent_type), fq[:-1]))
