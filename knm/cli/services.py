@@ -22,6 +22,7 @@ from knm.cli.common import (
 from knm.core import logs
 from knm.core.settings import Settings
 from knm.runtime.distributed import (
+    APPLIER_BACKENDS,
     DATAPLANES,
     AgentProcess,
     AllocatorProcess,
@@ -123,14 +124,25 @@ def allocator(
 @reported
 def applier(
     *,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="native (vrouter programs for knm's agents) or contrail (the VNC config "
+            "API at KNM_CONTRAIL_API_URL)."
+        ),
+    ] = "native",
     kafka_bootstrap: KafkaOption = None,
     topic_prefix: PrefixOption = None,
     health_port: HealthPortOption = None,
     health_host: HealthHostOption = "127.0.0.1",
 ) -> None:
-    """Compile intents into each node's vrouter program (the native backend)."""
+    """Converge a controller to the intents: knm's vrouters (native) or Contrail."""
+    if backend not in APPLIER_BACKENDS:
+        raise BadInputError(
+            f"unknown backend {backend!r}: choose from {', '.join(APPLIER_BACKENDS)}"
+        )
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    process = ApplierProcess(settings=config)
+    process = ApplierProcess(settings=config, backend=backend)
     _serve(process, name="applier", health=process.health(), port=health_port, host=health_host)
 
 

@@ -22,6 +22,8 @@ from services.agent.dataplane import Dataplane
 from services.agent.recording import RecordingDataplane
 from services.agent.service import Agent
 from services.allocator.service import Allocator
+from services.applier.contrail.backend import ContrailBackend
+from services.applier.contrail.client import VncClient
 from services.applier.service import Applier
 from services.watcher.errors import BadManifestError
 from services.watcher.service import Source, Watcher
@@ -146,12 +148,36 @@ class AllocatorProcess:
         )
 
 
+APPLIER_BACKENDS = ("native", "contrail")
+
+
+def contrail_backend(settings: Settings, *, url: str | None = None) -> ContrailBackend:
+    """The contrail backend on KNM_CONTRAIL_API_URL (or `url`)."""
+    try:
+        client = VncClient(url=url or settings.contrail_api_url, token=settings.contrail_auth_token)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+    return ContrailBackend(
+        client=client,
+        cluster=settings.contrail_cluster,
+        pod_pools=settings.pod_pools,
+        service_pools=settings.service_pools,
+    )
+
+
 class ApplierProcess:
-    def __init__(self, *, settings: Settings) -> None:
+    def __init__(self, *, settings: Settings, backend: str = "native") -> None:
+        if backend not in APPLIER_BACKENDS:
+            raise ConfigurationError(
+                f"unknown applier backend {backend!r}: choose from {', '.join(APPLIER_BACKENDS)}"
+            )
+        contrail = backend == "contrail"
         self.applier = Applier(
             bus=kafka_bus(settings, client_id="knm-applier"),
             topics=settings.topics(),
             gateway=str(settings.gateway),
+            backend=contrail_backend(settings) if contrail else None,
+            resync_interval=settings.contrail_resync_seconds if contrail else None,
         )
 
     def start(self) -> None:

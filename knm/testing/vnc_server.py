@@ -299,7 +299,7 @@ def _handler(server: VncTestServer) -> type[BaseHTTPRequestHandler]:
             # the body until the client's delayed ACK, 40 ms per call.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             # Quiet: a test server's access log is noise in test output.
             return None
 

@@ -37,7 +37,7 @@ WRITE_CALLS = frozenset({"create", "update", "delete", "ref-update"})
 class _Vnc(vnc.VncApi):  # type: ignore[misc]
     """The library's client without its blocking retries (knm's own wrap every call)."""
 
-    def _request(
+    def _request(  # noqa: PLR0917 (the library's signature)
         self,
         op: int,
         url: str,
@@ -176,7 +176,7 @@ class VncClient:
     def update(self, obj: Any) -> None:
         self._retry("update", lambda api: _method(api, obj.get_type(), "update")(obj))
 
-    def ref_update(
+    def ref_update(  # noqa: PLR0917
         self,
         type_name: str,
         uuid: str,

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from services.applier.contrail.client import VncClient
@@ -108,7 +109,7 @@ class Reconciler:
                 fq = _fq(want)
                 have = actual.get((type_name, fq))
                 if have is None:
-                    write(Write("create", type_name, fq), lambda w=want: self._create(w, report))
+                    write(Write("create", type_name, fq), partial(self._create, want, report))
                     continue
                 if not self._owner.owns(have.get_annotations()):
                     if type_name != "project":
@@ -127,7 +128,7 @@ class Reconciler:
                     continue
                 write(
                     Write("delete", kind, fq, "orphan"),
-                    lambda k=kind, h=have, f=fq: self._delete(k, h, f, report),
+                    partial(self._delete, kind, have, fq, report),
                 )
         return report
 
@@ -138,7 +139,12 @@ class Reconciler:
         # Its name was taken: an earlier attempt of ours whose answer was lost, or
         # someone else's object.
         if self._owner.owns(existing.get_annotations()):
-            self._converge(want, existing, lambda w, call: (report.writes.append(w), call()))
+
+            def write(w: Write, call: Callable[[], object]) -> None:
+                report.writes.append(w)
+                call()
+
+            self._converge(want, existing, write)
         elif want.get_type() != "project":
             report.foreign.append((want.get_type(), _fq(want)))
 
@@ -183,15 +189,15 @@ class Reconciler:
                     continue
                 write(
                     Write("ref-add", type_name, fq, f"{target_type} {':'.join(to)}"),
-                    lambda t=target_type, to=to, a=attr: self._client.ref_update(
-                        type_name, have.uuid, t, to, "ADD", a
+                    partial(
+                        self._client.ref_update, type_name, have.uuid, target_type, to, "ADD", attr
                     ),
                 )
             for to in sorted(present.keys() - wanted.keys()):
                 write(
                     Write("ref-delete", type_name, fq, f"{target_type} {':'.join(to)}"),
-                    lambda t=target_type, to=to: self._client.ref_update(
-                        type_name, have.uuid, t, to, "DELETE"
+                    partial(
+                        self._client.ref_update, type_name, have.uuid, target_type, to, "DELETE"
                     ),
                 )
 
