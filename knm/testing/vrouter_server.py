@@ -164,13 +164,13 @@ class VrouterTestServer:
             if method == "GET" and parts == ["ports"]:
                 return 200, sorted(self.ports.values(), key=lambda p: str(p["id"]))
             if len(parts) == 2 and parts[0] == "port":
-                port = self.ports.get(parts[1])
+                found = self.ports.get(parts[1])
                 if method == "GET":
                     self.calls["get"] += 1
-                    return (200, port) if port is not None else (404, "no such port")
+                    return (200, found) if found is not None else (404, "no such port")
                 if method == "DELETE":
                     self.calls["delete"] += 1
-                    if port is None:
+                    if found is None:
                         return 404, "no such port"
                     del self.ports[parts[1]]
                     return 200, {}
