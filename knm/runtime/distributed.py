@@ -178,6 +178,7 @@ class ApplierProcess:
             gateway=str(settings.gateway),
             backend=contrail_backend(settings) if contrail else None,
             resync_interval=settings.contrail_resync_seconds if contrail else None,
+            sync_every_intent=contrail,
         )
 
     def start(self) -> None:

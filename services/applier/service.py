@@ -36,6 +36,7 @@ class Applier:
         max_delay: float = 1.0,
         backend: Backend | None = None,
         resync_interval: float | None = None,
+        sync_every_intent: bool = False,
     ) -> None:
         self._bus = bus
         self._topics = topics
@@ -53,6 +54,7 @@ class Applier:
         self._resync_interval = resync_interval
         # Intents applied since the last sync, whatever they dirtied: a backend that
         # configures every object (Contrail) needs a sync for intents that dirty no node.
+        self._sync_every_intent = sync_every_intent
         self._touched = False
         self._dead_letters = bus.publisher()
         self._consumer: Consumer | None = None
@@ -92,7 +94,7 @@ class Applier:
         # dirty, so while intents keep coming in full batches the syncs are spaced out.
         caught_up = len(records) < self._batch_size
         due = time.monotonic() - self._last_sync >= self._max_delay
-        pending = bool(self._unsynced) or (self._touched and self._resync_interval is not None)
+        pending = bool(self._unsynced) or (self._touched and self._sync_every_intent)
         resync = (
             self._resync_interval is not None
             and time.monotonic() - self._last_sync >= self._resync_interval
