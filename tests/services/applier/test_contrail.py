@@ -243,7 +243,7 @@ def test_failures_and_sigkill_mid_reconcile_end_in_the_same_state(tmp_path: Path
     # The state a calm run ends in.
     with VncTestServer() as calm:
         done = _sync(calm.url, manifest, env=env)
-        out, err = done.communicate(timeout=120)
+        _, err = done.communicate(timeout=120)
         assert done.returncode == 0, err
         reference = walk(calm.store.snapshot())
         document_objects = len(reference[0])
@@ -260,7 +260,7 @@ def test_failures_and_sigkill_mid_reconcile_end_in_the_same_state(tmp_path: Path
         partial = walk(flaky.store.snapshot())
         assert partial != reference
         restarted = _sync(flaky.url, manifest, env=env)
-        out, err = restarted.communicate(timeout=180)
+        _, err = restarted.communicate(timeout=180)
         assert restarted.returncode == 0, err
         assert flaky.failures_injected > 10
         assert walk(flaky.store.snapshot()) == reference
