@@ -153,7 +153,9 @@ def agent(
     dataplane: Annotated[
         str,
         typer.Option(
-            help="recording (records what it would do) or linux (wires pods into the node)."
+            help="recording (records what it would do), linux (wires pods into the node) "
+            "or contrail (wires them and registers their ports with the vrouter agent at "
+            "KNM_VROUTER_PORT_API_URL)."
         ),
     ] = "recording",
     netns: Annotated[
@@ -174,13 +176,15 @@ def agent(
     """Wire this node's pods and program its vrouter; /state shows what it holds."""
     if dataplane not in DATAPLANES:
         raise BadInputError(f"unknown dataplane {dataplane!r}: choose from {', '.join(DATAPLANES)}")
-    if netns is not None and dataplane != "linux":
-        raise BadInputError("--netns is the node namespace of the linux dataplane")
+    if netns is not None and dataplane not in ("linux", "contrail"):
+        raise BadInputError("--netns is the node namespace of the linux and contrail dataplanes")
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     process = AgentProcess(
         settings=config,
         node=node,
-        dataplane=agent_dataplane(dataplane, node=node, netns=netns),
+        dataplane=agent_dataplane(
+            dataplane, node=node, netns=netns, vrouter_url=config.vrouter_port_api_url
+        ),
         cni_socket=str(cni_socket) if cni_socket is not None else None,
     )
     _serve(process, name="agent", health=process.health(), port=health_port, host=health_host)

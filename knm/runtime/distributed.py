@@ -202,14 +202,18 @@ class ApplierProcess:
         )
 
 
-DATAPLANES = ("recording", "linux")
+DATAPLANES = ("recording", "linux", "contrail")
 # 1500 bytes of underlay less VXLAN's 50 bytes of headers.
 OVERLAY_MTU = 1450
 
 
-def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
+def agent_dataplane(
+    kind: str, *, node: str, netns: str | None, vrouter_url: str | None = None
+) -> Dataplane:
     """The agent's dataplane: `recording` records what it would do; `linux` wires pods
-    into the node's namespace (`netns`: a named one, else the agent's own)."""
+    into the node's namespace (`netns`: a named one, else the agent's own); `contrail`
+    wires them the same way and registers their ports with the Contrail vrouter agent at
+    `vrouter_url`."""
     if kind == "recording":
         if netns is not None:
             raise ConfigurationError("a node namespace is for the linux dataplane")
@@ -226,6 +230,15 @@ def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
         return LinuxDataplane(
             wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
             vrouter=Vrouter(node=node, netns=netns, vxlan_mtu=OVERLAY_MTU),
+        )
+    if kind == "contrail":
+        from services.agent.contrail.dataplane import ContrailDataplane
+        from services.agent.contrail.ports import HttpPortApi
+        from services.agent.linux.wiring import PodWiring
+
+        return ContrailDataplane(
+            wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
+            ports=HttpPortApi(url=vrouter_url or "http://127.0.0.1:9091"),
         )
     raise ConfigurationError(f"unknown dataplane {kind!r}: choose from {', '.join(DATAPLANES)}")
 

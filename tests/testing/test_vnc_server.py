@@ -168,7 +168,7 @@ def test_bodies_are_checked_against_the_librarys_type_definitions(
     assert create(bad_attr).status_code == 400  # this reference takes no attribute
     assert create({"instance_ip_mode": "active-active"}).status_code == 200
     # Nested types too: a port outside its range, a field the type does not have.
-    policy = {
+    policy: dict[str, Any] = {
         "fq_name": ["default-domain", "a", "p"],
         "parent_type": "project",
         "network_policy_entries": {

@@ -97,8 +97,8 @@ def walk(
         name = (obj.type, obj.fq_name)
         if name in SEEDED:
             continue
-        if cluster is not None and annotations(obj) != {
-            **annotations(obj),
+        if cluster is not None and annotations_of(obj) != {
+            **annotations_of(obj),
             "owner": "knm",
             "cluster": cluster,
         }:
@@ -132,6 +132,6 @@ def walk(
     return objects, refs, props
 
 
-def annotations(obj: StoredObject) -> dict[str, str]:
+def annotations_of(obj: StoredObject) -> dict[str, str]:
     pairs = obj.props.get("annotations", {}).get("key_value_pair", [])
     return {p["key"]: p["value"] for p in pairs}

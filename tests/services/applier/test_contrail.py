@@ -22,7 +22,7 @@ from knm.testing.vnc_server import VncTestServer
 from services.applier.contrail.backend import ContrailBackend
 from services.applier.contrail.client import VncClient
 from services.applier.model import DesiredModel
-from tests.services.applier.contrail_walk import annotations, expected, walk
+from tests.services.applier.contrail_walk import annotations_of, expected, walk
 
 EXAMPLE = Path(__file__).parents[3] / "knm" / "examples" / "k8petstore"
 CLUSTER = "test-cluster"
@@ -73,9 +73,9 @@ def assert_holds_exactly(server: VncTestServer, document: dict[str, Any]) -> Non
     assert have_props == want_props
     for obj in server.store.snapshot():
         if (obj.type, obj.fq_name) in want_objects:
-            assert annotations(obj)["owner"] == "knm"
-            assert annotations(obj)["cluster"] == CLUSTER
-            assert {"namespace", "name", "kind"} <= annotations(obj).keys()
+            assert annotations_of(obj)["owner"] == "knm"
+            assert annotations_of(obj)["cluster"] == CLUSTER
+            assert {"namespace", "name", "kind"} <= annotations_of(obj).keys()
 
 
 def test_the_example_converges_exactly_and_a_second_reconcile_writes_nothing(
