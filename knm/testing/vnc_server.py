@@ -248,7 +248,7 @@ class VncTestServer:
     def _list(self, type_name: str, query: dict[str, str]) -> dict[str, Any]:
         if type_name not in TYPES:
             raise VncError(404, f"this test server does not serve {type_name!r}")
-        objects = [o for o in self.store.snapshot() if o.type == type_name]
+        objects = self.store.of_type(type_name)
         if query.get("parent_id"):
             parents = set(query["parent_id"].split(","))
             objects = [o for o in objects if o.parent_uuid in parents]

@@ -83,6 +83,11 @@ class VncStore:
         with self._lock:
             return [self.objects[r] for r in sorted(self._back.get(uuid, {}))]
 
+    def of_type(self, type_name: str) -> list[StoredObject]:
+        """The objects of one type, as they are (read them, do not change them)."""
+        with self._lock:
+            return [o for o in self.objects.values() if o.type == type_name]
+
     def snapshot(self) -> list[StoredObject]:
         """Deep copies of every object: what a test walks."""
         with self._lock:
