@@ -145,9 +145,8 @@ def desired_objects(
     desired = DesiredObjects()
     # Networks: the declared ones, and any an interface or a service names.
     networks: dict[str, str] = {}
-    for (kind, name), declared in sorted(model.networks.items()):
+    for kind, name in sorted(model.networks):
         networks[name] = kind
-        del declared
     for interface in model.interfaces.values():
         networks.setdefault(interface.network, "pod")
     for service in model.services.values():
