@@ -177,7 +177,9 @@ def agent(
     if dataplane not in DATAPLANES:
         raise BadInputError(f"unknown dataplane {dataplane!r}: choose from {', '.join(DATAPLANES)}")
     if netns is not None and dataplane not in ("linux", "contrail"):
-        raise BadInputError("--netns is the node namespace of the linux and contrail dataplanes")
+        raise BadInputError(
+            "--netns is the node namespace of the linux dataplane (and of the contrail one)"
+        )
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     process = AgentProcess(
         settings=config,
