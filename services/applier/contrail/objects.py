@@ -120,16 +120,20 @@ class DesiredObjects:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._by_type: dict[str, dict[tuple[str, ...], Any]] = {}
 
     def add(self, obj: Any) -> Any:
-        self.objects[(obj.get_type(), _fq(obj))] = obj
+        fq = _fq(obj)
+        self.objects[(obj.get_type(), fq)] = obj
+        self._by_type.setdefault(obj.get_type(), {})[fq] = obj
         return obj
 
     def get(self, type_name: str, fq_name: tuple[str, ...]) -> Any | None:
         return self.objects.get((type_name, fq_name))
 
     def of_type(self, type_name: str) -> list[Any]:
-        return [o for (t, _), o in sorted(self.objects.items()) if t == type_name]
+        objects = self._by_type.get(type_name, {})
+        return [objects[fq] for fq in sorted(objects)]
 
     def __len__(self) -> int:
         return len(self.objects)

@@ -16,7 +16,6 @@ object.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,8 +58,14 @@ class Report:
 
 
 def canonical(value: Any) -> Any:
-    """A library value (types of `resource_xsd`, lists, scalars) as plain JSON data."""
-    return json.loads(json.dumps(value, default=lambda o: o.__dict__, sort_keys=True))
+    """A library value (types of `resource_xsd`, lists, scalars) as plain data."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    return {k: canonical(v) for k, v in vars(value).items()}
 
 
 def covers(desired: Any, actual: Any) -> bool:
