@@ -108,8 +108,8 @@ class ContrailDataplane:
         with self._lock:
             uids = sorted(self.registered)
             self._pending.update(uids)
+            self.resyncs += 1
         self._register(uids)
-        self.resyncs += 1
         log.info("ports registered again", extra={"ports": len(uids)})
 
     def _watch(self) -> None:

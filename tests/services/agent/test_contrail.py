@@ -100,7 +100,10 @@ def test_ports_are_registered_removed_and_registered_again_after_a_restart(
                 registered = vrouter.calls["add"]
                 resyncs = dataplane.resyncs
                 vrouter.restart(downtime=downtime)
-                took = wait_for(lambda: len(vrouter.ports) == 9, within=2.0)
+                took = wait_for(
+                    lambda: len(vrouter.ports) == 9 and vrouter.calls["add"] == registered + 9,
+                    within=2.0,
+                )
                 assert {p["instance-id"] for p in vrouter.ports.values()} == set(ports)
                 assert vrouter.calls["add"] == registered + 9
                 assert dataplane.resyncs == resyncs + 1
