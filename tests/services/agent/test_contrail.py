@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ NODE = "node-1"
 def vrouter() -> Iterator[VrouterTestServer]:
     with VrouterTestServer() as running:
         yield running
+
+
+def all_back(vrouter: VrouterTestServer, adds: int) -> bool:
+    return len(vrouter.ports) == 9 and vrouter.calls["add"] == adds
 
 
 def wait_for(condition: Callable[[], bool], *, within: float) -> float:
@@ -100,10 +105,7 @@ def test_ports_are_registered_removed_and_registered_again_after_a_restart(
                 registered = vrouter.calls["add"]
                 resyncs = dataplane.resyncs
                 vrouter.restart(downtime=downtime)
-                took = wait_for(
-                    lambda: len(vrouter.ports) == 9 and vrouter.calls["add"] == registered + 9,
-                    within=2.0,
-                )
+                took = wait_for(partial(all_back, vrouter, registered + 9), within=2.0)
                 assert {p["instance-id"] for p in vrouter.ports.values()} == set(ports)
                 assert vrouter.calls["add"] == registered + 9
                 assert dataplane.resyncs == resyncs + 1
