@@ -47,7 +47,8 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "knm", "contrail", "test-server", "--port", str(port)],
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    # Generous: on a busy machine importing knm and vnc_api takes a while.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             requests.get(f"http://127.0.0.1:{port}/", timeout=1)
