@@ -22,6 +22,7 @@ from knm.cli.common import (
 from knm.core import logs
 from knm.core.settings import Settings
 from knm.runtime.distributed import (
+    APPLIER_BACKENDS,
     DATAPLANES,
     AgentProcess,
     AllocatorProcess,
@@ -123,14 +124,25 @@ def allocator(
 @reported
 def applier(
     *,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="native (vrouter programs for knm's agents) or contrail (the VNC config "
+            "API at KNM_CONTRAIL_API_URL)."
+        ),
+    ] = "native",
     kafka_bootstrap: KafkaOption = None,
     topic_prefix: PrefixOption = None,
     health_port: HealthPortOption = None,
     health_host: HealthHostOption = "127.0.0.1",
 ) -> None:
-    """Compile intents into each node's vrouter program (the native backend)."""
+    """Converge a controller to the intents: knm's vrouters (native) or Contrail."""
+    if backend not in APPLIER_BACKENDS:
+        raise BadInputError(
+            f"unknown backend {backend!r}: choose from {', '.join(APPLIER_BACKENDS)}"
+        )
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    process = ApplierProcess(settings=config)
+    process = ApplierProcess(settings=config, backend=backend)
     _serve(process, name="applier", health=process.health(), port=health_port, host=health_host)
 
 
@@ -141,7 +153,9 @@ def agent(
     dataplane: Annotated[
         str,
         typer.Option(
-            help="recording (records what it would do) or linux (wires pods into the node)."
+            help="recording (records what it would do), linux (wires pods into the node) "
+            "or contrail (wires them and registers their ports with the vrouter agent at "
+            "KNM_VROUTER_PORT_API_URL)."
         ),
     ] = "recording",
     netns: Annotated[
@@ -162,13 +176,17 @@ def agent(
     """Wire this node's pods and program its vrouter; /state shows what it holds."""
     if dataplane not in DATAPLANES:
         raise BadInputError(f"unknown dataplane {dataplane!r}: choose from {', '.join(DATAPLANES)}")
-    if netns is not None and dataplane != "linux":
-        raise BadInputError("--netns is the node namespace of the linux dataplane")
+    if netns is not None and dataplane not in ("linux", "contrail"):
+        raise BadInputError(
+            "--netns is the node namespace of the linux dataplane (and of the contrail one)"
+        )
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     process = AgentProcess(
         settings=config,
         node=node,
-        dataplane=agent_dataplane(dataplane, node=node, netns=netns),
+        dataplane=agent_dataplane(
+            dataplane, node=node, netns=netns, vrouter_url=config.vrouter_port_api_url
+        ),
         cni_socket=str(cni_socket) if cni_socket is not None else None,
     )
     _serve(process, name="agent", health=process.health(), port=health_port, host=health_host)

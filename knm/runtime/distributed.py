@@ -22,6 +22,8 @@ from services.agent.dataplane import Dataplane
 from services.agent.recording import RecordingDataplane
 from services.agent.service import Agent
 from services.allocator.service import Allocator
+from services.applier.contrail.backend import ContrailBackend
+from services.applier.contrail.client import VncClient
 from services.applier.service import Applier
 from services.watcher.errors import BadManifestError
 from services.watcher.service import Source, Watcher
@@ -146,12 +148,37 @@ class AllocatorProcess:
         )
 
 
+APPLIER_BACKENDS = ("native", "contrail")
+
+
+def contrail_backend(settings: Settings, *, url: str | None = None) -> ContrailBackend:
+    """The contrail backend on KNM_CONTRAIL_API_URL (or `url`)."""
+    try:
+        client = VncClient(url=url or settings.contrail_api_url, token=settings.contrail_auth_token)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+    return ContrailBackend(
+        client=client,
+        cluster=settings.contrail_cluster,
+        pod_pools=settings.pod_pools,
+        service_pools=settings.service_pools,
+    )
+
+
 class ApplierProcess:
-    def __init__(self, *, settings: Settings) -> None:
+    def __init__(self, *, settings: Settings, backend: str = "native") -> None:
+        if backend not in APPLIER_BACKENDS:
+            raise ConfigurationError(
+                f"unknown applier backend {backend!r}: choose from {', '.join(APPLIER_BACKENDS)}"
+            )
+        contrail = backend == "contrail"
         self.applier = Applier(
             bus=kafka_bus(settings, client_id="knm-applier"),
             topics=settings.topics(),
             gateway=str(settings.gateway),
+            backend=contrail_backend(settings) if contrail else None,
+            resync_interval=settings.contrail_resync_seconds if contrail else None,
+            sync_every_intent=contrail,
         )
 
     def start(self) -> None:
@@ -175,14 +202,18 @@ class ApplierProcess:
         )
 
 
-DATAPLANES = ("recording", "linux")
+DATAPLANES = ("recording", "linux", "contrail")
 # 1500 bytes of underlay less VXLAN's 50 bytes of headers.
 OVERLAY_MTU = 1450
 
 
-def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
+def agent_dataplane(
+    kind: str, *, node: str, netns: str | None, vrouter_url: str | None = None
+) -> Dataplane:
     """The agent's dataplane: `recording` records what it would do; `linux` wires pods
-    into the node's namespace (`netns`: a named one, else the agent's own)."""
+    into the node's namespace (`netns`: a named one, else the agent's own); `contrail`
+    wires them the same way and registers their ports with the Contrail vrouter agent at
+    `vrouter_url`."""
     if kind == "recording":
         if netns is not None:
             raise ConfigurationError("a node namespace is for the linux dataplane")
@@ -199,6 +230,15 @@ def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
         return LinuxDataplane(
             wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
             vrouter=Vrouter(node=node, netns=netns, vxlan_mtu=OVERLAY_MTU),
+        )
+    if kind == "contrail":
+        from services.agent.contrail.dataplane import ContrailDataplane
+        from services.agent.contrail.ports import HttpPortApi
+        from services.agent.linux.wiring import PodWiring
+
+        return ContrailDataplane(
+            wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
+            ports=HttpPortApi(url=vrouter_url or "http://127.0.0.1:9091"),
         )
     raise ConfigurationError(f"unknown dataplane {kind!r}: choose from {', '.join(DATAPLANES)}")
 
