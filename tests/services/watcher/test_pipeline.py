@@ -1,0 +1,298 @@
+"""The live watcher and the allocator as processes, on the real control plane, Kafka and
+PostgreSQL: what `kubectl apply` makes, the allocator holds (`knm state`) as `knm plan`
+gives it for the same manifests, up to pod names and UIDs (and the scheduler's
+placement), within 2 s of the last pod Running; after scaling, deletions, and a restart
+of the watcher that republishes nothing that did not change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from knm.core.bus.kafka import KafkaBus
+from knm.core.bus.protocol import TopicPartition
+from knm.core.events.codec import decode
+from knm.core.settings import Settings
+from knm.core.store.database import create_engine
+from knm.runtime.embedded import run_embedded
+from services.allocator.report import plan_document
+from tests.conftest import fresh_postgres_database, required
+from tests.runtime.fleet import Fleet, environment, knm
+from tests.services.watcher.cluster import (
+    EXAMPLE,
+    delete_namespace,
+    fresh_namespace,
+    kubeconfig,
+    kubectl,
+    pods,
+    wait_for,
+    wait_running,
+)
+
+NODES = 3
+DEADLINE = 2.0
+
+# The seed's example, and a Deployment whose pods have no `name` label: their collection
+# is their top owner, which only the resolved owner chain (ReplicaSet, Deployment) gives.
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, uses: redis-master}}
+    spec:
+      containers: [{name: web, image: web, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+class Manifests:
+    """The test's manifests, each object in the test's namespace, edited step by step."""
+
+    def __init__(self, namespace: str, directory: Path) -> None:
+        self.namespace = namespace
+        self.directory = directory
+        self.objects: list[dict[str, Any]] = []
+        texts = [path.read_text() for path in sorted(EXAMPLE.glob("*.yaml"))] + [WEB]
+        for text in texts:
+            for document in yaml.safe_load_all(text):
+                if document:
+                    document["metadata"]["namespace"] = namespace
+                    self.objects.append(document)
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        (found,) = [o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
+        return found
+
+    def write(self) -> Path:
+        path = self.directory / "cluster.yaml"
+        path.write_text(yaml.safe_dump_all(self.objects))
+        return path
+
+    def pods(self) -> int:
+        total = 0
+        for o in self.objects:
+            total += {"Pod": 1}.get(o["kind"], o.get("spec", {}).get("replicas", 0) or 0)
+        return total
+
+    def apply(self) -> None:
+        kubectl("apply", "-f", str(self.write()))
+
+    def expected(self) -> dict[str, Any]:
+        """What `knm plan` gives these manifests, in the test's namespace."""
+        directory = self.directory / f"plan-{uuid.uuid4().hex[:6]}"
+        directory.mkdir()
+        manifests = self.write()
+        run = run_embedded(
+            paths=[manifests],
+            nodes=NODES,
+            settings=Settings(),
+            database_url=f"sqlite:///{directory / 'plan.db'}",
+        )
+        return normalized(run.document, self.namespace)
+
+
+def normalized(document: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The namespace's part of a state, without what names or places one pod: names, uids,
+    nodes, address values (they depend on the order of events)."""
+    prefix = f"{namespace}/"
+    return {
+        "pods": sorted(
+            Counter(
+                (p["network"], p["ip"] is not None, len(p["floating_ips"]))
+                for p in document["pods"]
+                if p["namespace"] == namespace
+            ).items()
+        ),
+        "services": sorted(
+            (
+                s["name"],
+                s["network"],
+                json.dumps(s["ports"], sort_keys=True),
+                s["vip"] is not None,
+                len(s["backends"]),
+            )
+            for s in document["services"]
+            if s["namespace"] == namespace
+        ),
+        "networks": [n for n in document["networks"] if n["namespace"] == namespace],
+        "policies": [
+            p
+            for p in document["policies"]
+            if p["from_network"].startswith(prefix) or p["to_network"].startswith(prefix)
+        ],
+    }
+
+
+class Pipeline:
+    def __init__(self, *, database_url: str, logs: Path) -> None:
+        self.env = environment(database_url=database_url, prefix=f"t{uuid.uuid4().hex[:8]}.")
+        self.env["KNM_KUBECONFIG"] = kubeconfig()
+        self.env["KNM_BATCH_SIZE"] = "500"
+        knm("db", "upgrade", env=self.env)
+        knm("topics", "create", "--partitions", "4", env=self.env)
+        self.topic = f"{self.env['KNM_TOPIC_PREFIX']}facts"
+        self.bus = KafkaBus(bootstrap=required("KNM_KAFKA_BOOTSTRAP"), client_id="test")
+        self.fleet = Fleet(env=self.env, logs=logs)
+        self.fleet.add("watcher", "watcher")
+        self.fleet.add("allocator", "allocator")
+        self.engine = create_engine(database_url)
+
+    def start(self) -> None:
+        for name in self.fleet.members:
+            self.fleet.start(name)
+        assert wait_for(self.fleet.members["watcher"].ready, timeout=60, every=0.2), (
+            self.fleet.tail()
+        )
+
+    def state(self, namespace: str) -> dict[str, Any]:
+        with self.engine.connect() as connection:
+            return normalized(plan_document(connection), namespace)
+
+    def ends(self) -> dict[TopicPartition, int]:
+        return self.bus.end_offsets(self.topic)
+
+    def close(self) -> dict[str, int]:
+        codes = self.fleet.stop_all()
+        self.engine.dispose()
+        return codes
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = fresh_namespace()
+    yield name
+    delete_namespace(name)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    urls = fresh_postgres_database(required("KNM_DATABASE_URL"))
+    running = Pipeline(database_url=next(urls), logs=tmp_path)
+    try:
+        running.start()
+        yield running
+    finally:
+        codes = running.close()
+        for _ in urls:
+            pass
+    assert codes == dict.fromkeys(codes, 0), f"not every process stopped cleanly: {codes}"
+
+
+def converged(pipeline: Pipeline, manifests: Manifests, *, since: float) -> float:
+    """Seconds from `since` (the last pod seen Running) until the allocator's state is what
+    the plan gives; fails past DEADLINE, saying how long it took if it converged later."""
+    expected = manifests.expected()
+    # The plan itself takes time to compute: the clock starts when the pods ran.
+    last: dict[str, Any] = {}
+
+    def done() -> bool:
+        nonlocal last
+        last = pipeline.state(manifests.namespace)
+        return last == expected
+
+    if done() or wait_for(done, timeout=max(0.0, since + DEADLINE - time.monotonic()), every=0.05):
+        return time.monotonic() - since
+    late = wait_for(done, timeout=30, every=0.2)
+    took = time.monotonic() - since
+    pytest.fail(
+        f"state {'converged only after' if late else 'did not converge in'} {took:.1f} s "
+        f"(limit {DEADLINE} s)\nwanted {expected}\ngot    {last}\n{pipeline.fleet.tail()}"
+    )
+
+
+def test_state_matches_the_plan_through_scaling_and_deletions(
+    pipeline: Pipeline, namespace: str, tmp_path: Path
+) -> None:
+    manifests = Manifests(namespace, tmp_path)
+    timings: dict[str, float] = {}
+
+    manifests.apply()
+    timings["apply"] = converged(
+        pipeline, manifests, since=wait_running(namespace, manifests.pods())
+    )
+
+    manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 5
+    manifests.find("Deployment", "web")["spec"]["replicas"] = 4
+    manifests.apply()
+    timings["scale up"] = converged(
+        pipeline, manifests, since=wait_running(namespace, manifests.pods())
+    )
+
+    manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 1
+    manifests.find("Deployment", "web")["spec"]["replicas"] = 1
+    manifests.apply()
+    timings["scale down"] = converged(
+        pipeline, manifests, since=wait_running(namespace, manifests.pods())
+    )
+
+    manifests.objects.remove(manifests.find("Service", "loadgen"))
+    kubectl("delete", "-n", namespace, "service/loadgen")
+    timings["service deleted"] = converged(pipeline, manifests, since=time.monotonic())
+
+    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=90s")
+    manifests.objects.clear()
+    timings["namespace deleted"] = converged(pipeline, manifests, since=time.monotonic())
+    print(json.dumps({"seconds_after_running": timings}))
+
+
+def test_a_restarted_watcher_publishes_only_what_changed(
+    pipeline: Pipeline, namespace: str, tmp_path: Path
+) -> None:
+    manifests = Manifests(namespace, tmp_path)
+    manifests.apply()
+    converged(pipeline, manifests, since=wait_running(namespace, manifests.pods()))
+    before = pipeline.ends()
+    assert pipeline.fleet.stop("watcher") == 0
+
+    manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 4
+    manifests.apply()
+    wait_running(namespace, manifests.pods())
+    names_before = {p["metadata"]["name"] for p in pods(namespace)}
+
+    pipeline.fleet.start("watcher")
+    converged(pipeline, manifests, since=time.monotonic())
+    keys = new_keys(pipeline, since=before)
+    ours = {key for key in keys if f"/{namespace}/" in key or key.endswith(f"/{namespace}")}
+    (added,) = [key for key in ours if key.startswith("Pod/")]
+    assert added.rsplit("/", 1)[1] in names_before
+    assert ours == {f"ReplicationController/{namespace}/frontend", added}, ours
+
+
+def new_keys(pipeline: Pipeline, *, since: dict[TopicPartition, int]) -> set[str]:
+    """The keys of the facts published past these offsets."""
+    ends = pipeline.ends()
+    consumer = pipeline.bus.consumer(
+        group=f"test-{uuid.uuid4().hex[:8]}", topics=[pipeline.topic], positions=lambda a: since
+    )
+    keys: set[str] = set()
+    read = dict(since)
+    try:
+        deadline = time.monotonic() + 30
+        while any(read.get(tp, 0) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, "could not read the facts topic to its end"
+            for record in consumer.poll(max_records=5000, timeout=0.5):
+                if record.offset >= since.get(record.position, 0):
+                    keys.add(decode(record.value).key)
+                read[record.position] = max(read.get(record.position, 0), record.offset + 1)
+    finally:
+        consumer.close()
+    return keys
