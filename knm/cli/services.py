@@ -35,6 +35,7 @@ from knm.runtime.health import Health
 from knm.runtime.process import Service, run, stop_on_signals
 from services.watcher.informer import Informer
 from services.watcher.live import LiveSource
+from services.watcher.writeback import KubernetesPodAnnotator
 
 
 def _serve(
@@ -72,6 +73,10 @@ def watcher(
     resync: Annotated[
         float, typer.Option(help="Without -f: seconds between full relists of the cluster.")
     ] = 300.0,
+    write_back: Annotated[
+        bool,
+        typer.Option(help="Without -f: annotate pods with their interfaces (knm.io/interface)."),
+    ] = True,
     kubeconfig: Annotated[
         str | None, typer.Option(help="Without -f: the cluster (default KNM_KUBECONFIG).")
     ] = None,
@@ -90,8 +95,10 @@ def watcher(
         # Files can be caught mid-write: a change counts once two reads agree on it.
         process = WatcherProcess(source=source, settings=config, interval=interval, settle=True)
     else:
-        informer = Informer(LiveSource(_cluster_client(config)), resync=resync)
-        process = LiveWatcherProcess(informer=informer, settings=config)
+        api = _cluster_client(config)
+        informer = Informer(LiveSource(api), resync=resync)
+        annotator = KubernetesPodAnnotator(api) if write_back else None
+        process = LiveWatcherProcess(informer=informer, settings=config, annotator=annotator)
     _serve(process, name="watcher", health=process.health(), port=health_port, host=health_host)
 
 

@@ -30,6 +30,7 @@ from services.watcher.informer import Informer
 from services.watcher.published import Published
 from services.watcher.service import Source, Watcher
 from services.watcher.source import ManifestSource
+from services.watcher.writeback import PodAnnotator, WriteBack
 
 log = logging.getLogger("knm.process")
 
@@ -137,8 +138,17 @@ class LiveWatcherProcess:
     """Publishes the cluster's changes as the informer sees them: at start, what changed
     since the facts an earlier run published; then each change as it comes."""
 
-    def __init__(self, *, informer: Informer, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        informer: Informer,
+        settings: Settings,
+        annotator: PodAnnotator | None = None,
+    ) -> None:
         self._bus = kafka_bus(settings, client_id="knm-watcher")
+        self._annotator = annotator
+        self._writeback: WriteBack | None = None
+        self._stop_writeback = threading.Event()
         self._publisher = self._bus.publisher()
         self._topics = settings.topics()
         self._informer = informer
@@ -160,6 +170,26 @@ class LiveWatcherProcess:
                 published=published,
             )
             self._pending = True
+        if self._annotator is not None and self._writeback is None:
+            consumer = self._bus.consumer(
+                group=f"{self._topics.prefix}writeback", topics=[self._topics.intents]
+            )
+            self._writeback = WriteBack(consumer=consumer, annotator=self._annotator)
+            threading.Thread(
+                target=self._write_back, args=(self._writeback,), name="writeback", daemon=True
+            ).start()
+
+    def _write_back(self, writeback: WriteBack) -> None:
+        """Annotate pods with their interfaces until closed; failures wait and retry."""
+        delay = 0.5
+        while not self._stop_writeback.is_set():
+            try:
+                writeback.step(timeout=0.5)
+                delay = 0.5
+            except Exception as error:
+                log.warning("write-back failed; retrying", extra={"error": str(error)[:300]})
+                self._stop_writeback.wait(delay)
+                delay = min(delay * 2, 10.0)
 
     def step(self, *, timeout: float = 0.0) -> int:
         assert self._watcher is not None, "started first"
@@ -173,6 +203,7 @@ class LiveWatcherProcess:
 
     def close(self) -> None:
         self._informer.stop()
+        self._stop_writeback.set()
         self._publisher.close()
 
     def health(self) -> Health:
@@ -181,6 +212,7 @@ class LiveWatcherProcess:
             ready=lambda: self._watcher is not None,
             counters=lambda: {
                 "facts_published_total": self.published,
+                "pods_annotated_total": self._writeback.annotated if self._writeback else 0,
                 **self._informer.counters.as_dict(),
             },
         )

@@ -106,7 +106,9 @@ def test_each_service_runs_its_knm_command_with_variables_knm_reads(
         assert container["envFrom"] == [{"configMapRef": {"name": "knm-config"}}]
 
 
-def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches() -> None:
+def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_annotate_pods() -> (
+    None
+):
     from services.watcher.live import RESOURCES
 
     found = documents()
@@ -116,16 +118,19 @@ def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches() ->
     assert found["Deployment/knm-watcher"]["spec"]["template"]["spec"]["serviceAccountName"] == (
         "knm-watcher"
     )
-    rules = found["ClusterRole/knm-watcher"]["rules"]
     granted = {
-        (group, resource)
-        for rule in rules
+        (group, resource, verb)
+        for rule in found["ClusterRole/knm-watcher"]["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
+        for verb in rule["verbs"]
     }
-    watched = {("" if r.api_version == "v1" else "apps", r.plural) for r in RESOURCES}
-    assert granted == watched
-    assert all(set(rule["verbs"]) == {"get", "list", "watch"} for rule in rules)
+    watched = {
+        ("" if r.api_version == "v1" else "apps", r.plural, verb)
+        for r in RESOURCES
+        for verb in ("get", "list", "watch")
+    }
+    assert granted == watched | {("", "pods", "patch")}
     binding = found["ClusterRoleBinding/knm-watcher"]
     assert binding["roleRef"]["name"] == "knm-watcher"
     assert binding["subjects"] == [

@@ -230,6 +230,10 @@ def test_state_matches_the_plan_through_scaling_and_deletions(
         pipeline, manifests, since=wait_running(namespace, manifests.pods())
     )
 
+    assert wait_for(lambda: annotated(pipeline, namespace), timeout=10), (
+        "pods not annotated with their interfaces"
+    )
+
     manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 5
     manifests.find("Deployment", "web")["spec"]["replicas"] = 4
     manifests.apply()
@@ -252,6 +256,29 @@ def test_state_matches_the_plan_through_scaling_and_deletions(
     manifests.objects.clear()
     timings["namespace deleted"] = converged(pipeline, manifests, since=time.monotonic())
     print(json.dumps({"seconds_after_running": timings}))
+
+
+def annotated(pipeline: Pipeline, namespace: str) -> bool:
+    """Every pod carries knm.io/interface with the address the allocator holds for it."""
+    with pipeline.engine.connect() as connection:
+        held = {
+            p["name"]: p["ip"]
+            for p in plan_document(connection)["pods"]
+            if p["namespace"] == namespace
+        }
+    found = {
+        pod["metadata"]["name"]: json.loads(
+            (pod["metadata"].get("annotations") or {}).get("knm.io/interface", "null")
+        )
+        for pod in pods(namespace)
+    }
+    return set(found) == set(held) and all(
+        value is not None
+        and value["ip"] == f"{held[name]}/32"
+        and value["gateway"] == "169.254.1.1"
+        and value["mac"].startswith("02:")
+        for name, value in found.items()
+    )
 
 
 def test_a_restarted_watcher_publishes_only_what_changed(
