@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import yaml
 
 from knm.core.bus.kafka import KafkaBus
 from knm.core.bus.protocol import TopicPartition
+from knm.core.domain.addresses import mac_for
 from knm.core.events.codec import decode
 from knm.core.settings import Settings
 from knm.core.store.database import create_engine
@@ -276,7 +278,7 @@ def annotated(pipeline: Pipeline, namespace: str) -> bool:
         value is not None
         and value["ip"] == f"{held[name]}/32"
         and value["gateway"] == "169.254.1.1"
-        and value["mac"].startswith("02:")
+        and value["mac"] == mac_for(IPv4Address(held[name]))
         for name, value in found.items()
     )
 
