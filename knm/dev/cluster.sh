@@ -279,6 +279,20 @@ YAML
   done
 }
 
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --service-cluster-ip-range "$SERVICE_CIDR" --allow-privileged=true \
+    --authorization-mode RBAC --client-ca-file "$PKI/ca.crt" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" \
+    --service-account-signing-key-file "$PKI/sa.key" \
+    --cert-dir "$DIR/apiserver-certs" --profiling=false --v=1
+  wait_until 120 kube-apiserver kubectl_ get --raw /readyz
+}
+
 up() {
   build
   pki
@@ -292,17 +306,7 @@ up() {
     --initial-cluster "knm-dev=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync=true --log-level=warn
   wait_until 60 etcd etcd_healthy
-  start kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-    --service-cluster-ip-range "$SERVICE_CIDR" --allow-privileged=true \
-    --authorization-mode RBAC --client-ca-file "$PKI/ca.crt" \
-    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$PKI/sa.pub" \
-    --service-account-signing-key-file "$PKI/sa.key" \
-    --cert-dir "$DIR/apiserver-certs" --profiling=false --v=1
-  wait_until 120 kube-apiserver kubectl_ get --raw /readyz
+  start_apiserver
   start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$KUBECONFIG_FILE" --authentication-kubeconfig "$KUBECONFIG_FILE" \
     --authorization-kubeconfig "$KUBECONFIG_FILE" \
@@ -328,17 +332,27 @@ up() {
 
 COMPONENTS=(kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
 
+stop() {  # stop NAME: SIGTERM, then SIGKILL after 15 s
+  local name="$1"
+  if pid_alive "$RUN/$name.pid"; then
+    say "stopping $name"
+    kill "$(cat "$RUN/$name.pid")"
+    for _ in $(seq 60); do pid_alive "$RUN/$name.pid" || break; sleep 0.25; done
+    if pid_alive "$RUN/$name.pid"; then kill -9 "$(cat "$RUN/$name.pid")"; fi
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
 down() {
   local name
-  for name in "${COMPONENTS[@]}"; do
-    if pid_alive "$RUN/$name.pid"; then
-      say "stopping $name"
-      kill "$(cat "$RUN/$name.pid")"
-      for _ in $(seq 60); do pid_alive "$RUN/$name.pid" || break; sleep 0.25; done
-      if pid_alive "$RUN/$name.pid"; then kill -9 "$(cat "$RUN/$name.pid")"; fi
-    fi
-    rm -f "$RUN/$name.pid"
-  done
+  for name in "${COMPONENTS[@]}"; do stop "$name"; done
+}
+
+# The apiserver alone, as when it is upgraded or crashes: every watch on it ends, and
+# its watch cache starts again from etcd's current revision (older versions get 410).
+restart_apiserver() {
+  stop kube-apiserver
+  start_apiserver
 }
 
 # Removes the cluster's state (etcd's data, certificates); the builds stay.
@@ -373,7 +387,8 @@ case "${1:-}" in
   reset) reset ;;
   status) status ;;
   restart) down; up ;;
+  restart-apiserver) restart_apiserver ;;
   env) env_lines ;;
   kubeconfig) echo "$KUBECONFIG_FILE" ;;
-  *) echo "usage: $0 build|up|down|status|restart|reset|env|kubeconfig" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|down|status|restart|restart-apiserver|reset|env|kubeconfig" >&2; exit 2 ;;
 esac

@@ -6,7 +6,11 @@ and expired (410 Gone) while the cluster changes; nothing lost, compared with a 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import urllib.request
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +163,7 @@ def test_a_cut_watch_connection_loses_no_fact(namespace: str, cut: Relay, tmp_pa
 
 def compact_etcd() -> None:
     """Compact etcd to its current revision, as kube-apiserver does every 5 minutes."""
-    import urllib.request
-
-    endpoint = _etcd_endpoint()
+    endpoint = os.environ.get("KNM_DEV_ETCD_URL", "http://127.0.0.1:12379")
 
     def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
@@ -175,7 +177,37 @@ def compact_etcd() -> None:
     post("/v3/kv/compaction", {"revision": revision, "physical": True})
 
 
-def _etcd_endpoint() -> str:
-    import os
+def cluster_script(action: str) -> None:
+    script = Path(str(files("knm") / "dev" / "cluster.sh"))
+    result = subprocess.run(
+        ["bash", str(script), action], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
-    return os.environ.get("KNM_DEV_ETCD_URL", "http://127.0.0.1:12379")
+
+def test_an_expired_resource_version_relists_and_loses_no_fact(
+    namespace: str, cut: Relay, tmp_path: Path
+) -> None:
+    """410 Gone: while the watcher is away, etcd is compacted past its resourceVersion
+    and the apiserver restarts (its watch cache starts again from etcd's revision), so
+    resuming is refused; the relist must publish what vanished as deleted."""
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=DEPLOYMENT)
+    wait_running(namespace, 3)
+    informer = started(cut.kubeconfig(tmp_path), backoff_ceiling=1.0)
+    try:
+        assert converges(informer, namespace)
+        cut.cut()
+        kubectl("delete", "-n", namespace, "deployment/web", "service/web")
+        kubectl("scale", "-n", namespace, "rc/db", "--replicas=2")
+        wait_running(namespace, 2)
+        compact_etcd()
+        cluster_script("restart-apiserver")
+        expired = informer.counters.expired
+        cut.restore()
+        assert converges(informer, namespace, timeout=60)
+        assert informer.counters.expired > expired
+        seen = facts(informer, namespace)
+        assert not [key for key in seen if "/web" in key], seen.keys()
+        assert sum(isinstance(event, PodObserved) for event in seen.values()) == 2
+    finally:
+        informer.stop()
