@@ -96,13 +96,16 @@ class Informer:
 
     # ---- the Source side --------------------------------------------------------------
 
+    def load(self) -> None:
+        """List every kind into the cache (raising what the API raises); no watch."""
+        for resource in self._resources:
+            self._relist(resource)
+
     def start(self) -> None:
         """List every kind (raising what the API raises), then watch each in a thread."""
         if self._threads:
             return
-        for resource in self._resources:
-            self._relist(resource)
-        self._changed.set()
+        self.load()
         for resource in self._resources:
             thread = threading.Thread(
                 target=self._run, args=(resource,), name=f"watch-{resource.plural}", daemon=True

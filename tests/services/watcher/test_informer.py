@@ -88,11 +88,9 @@ def facts(informer: Informer, namespace: str) -> dict[str, Any]:
 
 def fresh(namespace: str) -> dict[str, Any]:
     """What a new informer lists now: the truth to compare with."""
-    informer = started()
-    try:
-        return facts(informer, namespace)
-    finally:
-        informer.stop()
+    informer = Informer(LiveSource(api_client(), request_timeout=5))
+    informer.load()
+    return facts(informer, namespace)
 
 
 def converges(informer: Informer, namespace: str, *, timeout: float = 30.0) -> bool:
