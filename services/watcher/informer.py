@@ -114,9 +114,10 @@ class Informer:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Ask the watch threads to end (each does at its next event or timeout)."""
+        """End the watch threads (their connections are shut down)."""
         self._stop.set()
         self._changed.set()
+        self._api.close()
 
     def snapshot(self) -> list[ObservedObject]:
         """Every cached object, pods and controllers with their whole owner chains."""

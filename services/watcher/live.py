@@ -7,8 +7,11 @@ them, and its watch helper hides the ERROR event that says 410 Gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -67,6 +70,8 @@ class Api(Protocol):
         self, resource: Resource, *, resource_version: str, timeout_seconds: int
     ) -> Iterator[WatchEvent]: ...
 
+    def close(self) -> None: ...
+
 
 class LiveSource:
     """The API server behind a kubernetes ApiClient (kubeconfig or in-cluster)."""
@@ -75,6 +80,9 @@ class LiveSource:
         core = client.CoreV1Api(api_client)
         apps = client.AppsV1Api(api_client)
         self._request_timeout = request_timeout
+        # Watches in progress, so that `close` can end them at once.
+        self._watches: set[Any] = set()
+        self._lock = threading.Lock()
         self._listers: dict[str, Callable[..., Any]] = {
             "namespaces": core.list_namespace,
             "nodes": core.list_node,
@@ -92,7 +100,10 @@ class LiveSource:
         response = self._listers[resource.plural](
             _preload_content=False, _request_timeout=self._request_timeout
         )
-        body = json.loads(response.data)
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
         objects = [
             found
             for raw in body.get("items") or []
@@ -115,11 +126,26 @@ class LiveSource:
             # A read that waits this long has lost its server: bookmarks come every minute.
             _request_timeout=(self._request_timeout, timeout_seconds + 90),
         )
+        with self._lock:
+            self._watches.add(response)
         try:
             for line in _lines(response):
                 yield from _watch_event(json.loads(line), resource, resource_version)
         finally:
+            with self._lock:
+                self._watches.discard(response)
             response.release_conn()
+
+    def close(self) -> None:
+        """End the watches in progress: a thread blocked reading one gets an error now
+        rather than at the server's timeout."""
+        with self._lock:
+            watches = list(self._watches)
+        for response in watches:
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _lines(response: Any) -> Iterator[bytes]:

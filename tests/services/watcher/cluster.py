@@ -69,10 +69,9 @@ def delete_namespace(name: str) -> None:
 
 
 def pods(namespace: str) -> list[dict[str, Any]]:
-    listed: Any = client.CoreV1Api(api_client()).list_namespaced_pod(
-        namespace, _preload_content=False
-    )
-    items: list[dict[str, Any]] = json.loads(listed.data)["items"]
+    with api_client() as api:
+        listed: Any = client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(listed.data)["items"]
     return items
 
 

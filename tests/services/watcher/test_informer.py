@@ -88,9 +88,10 @@ def facts(informer: Informer, namespace: str) -> dict[str, Any]:
 
 def fresh(namespace: str) -> dict[str, Any]:
     """What a new informer lists now: the truth to compare with."""
-    informer = Informer(LiveSource(api_client(), request_timeout=5))
-    informer.load()
-    return facts(informer, namespace)
+    with api_client() as api:
+        informer = Informer(LiveSource(api, request_timeout=5))
+        informer.load()
+        return facts(informer, namespace)
 
 
 def converges(informer: Informer, namespace: str, *, timeout: float = 30.0) -> bool:
