@@ -275,6 +275,10 @@ metadata:
   name: node-$i
   labels: {kubernetes.io/hostname: node-$i, kubernetes.io/os: linux, type: kwok}
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+status:
+  # knm's default underlay (192.168.0.0/16), node-i at its i-th address, as the
+  # manifest source places its simulated nodes; kwok keeps addresses it is given.
+  addresses: [{type: InternalIP, address: 192.168.$((i / 256)).$((i % 256))}]
 YAML
   done
 }
