@@ -275,10 +275,6 @@ metadata:
   name: node-$i
   labels: {kubernetes.io/hostname: node-$i, kubernetes.io/os: linux, type: kwok}
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
-status:
-  # knm's default underlay (192.168.0.0/16), node-i at its i-th address, as the
-  # manifest source places its simulated nodes; kwok keeps addresses it is given.
-  addresses: [{type: InternalIP, address: 192.168.$((i / 256)).$((i % 256))}]
 YAML
   done
 }
@@ -328,6 +324,13 @@ up() {
   wait_until 60 kube-controller-manager healthz "$CM_PORT"
   wait_until 60 kube-scheduler healthz "$SCHED_PORT"
   nodes_yaml | kubectl_ apply -f - >/dev/null
+  # knm's default underlay (192.168.0.0/16), node-i at its i-th address, as the manifest
+  # source places its simulated nodes; kwok keeps the addresses a node has.
+  local i
+  for i in $(seq 1 "$NODES"); do
+    kubectl_ patch node "node-$i" --subresource=status --type=merge -p \
+      "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.168.$((i / 256)).$((i % 256))\"},{\"type\":\"Hostname\",\"address\":\"node-$i\"}]}}" >/dev/null
+  done
   wait_until 120 kwok kubectl_ wait --for=condition=Ready node --all --timeout=5s
   # Pods are admitted only once the namespace's default service account exists.
   wait_until 60 kube-controller-manager kubectl_ -n default get serviceaccount default
