@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from tests.services.watcher.cluster import (
     wait_for,
     wait_running,
 )
+from tests.services.watcher.cluster import running as is_running
 
 NODES = 3
 DEADLINE = 2.0
@@ -199,65 +200,79 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     assert codes == dict.fromkeys(codes, 0), f"not every process stopped cleanly: {codes}"
 
 
-def converged(pipeline: Pipeline, manifests: Manifests, *, since: float) -> float:
-    """Seconds from `since` (the last pod seen Running) until the allocator's state is what
-    the plan gives; fails past DEADLINE, saying how long it took if it converged later."""
+def converged(
+    pipeline: Pipeline,
+    manifests: Manifests,
+    change: Callable[[], object],
+    *,
+    running: bool = True,
+    deadline: float = DEADLINE,
+) -> float:
+    """Make the change, then the seconds from the last pod Running (or, with `running`
+    False, from the change's end) until the allocator's state is what `knm plan` gives
+    the manifests. The plan is computed before the change, and the pods and the state
+    are read every 50 ms from the change on; fails past `deadline`."""
     expected = manifests.expected()
-    # The plan itself takes time to compute: the clock starts when the pods ran.
+    namespace, count = manifests.namespace, manifests.pods()
+    change()
+    since = time.monotonic()
+    give_up = since + 90
     last: dict[str, Any] = {}
-
-    def done() -> bool:
-        nonlocal last
-        last = pipeline.state(manifests.namespace)
-        return last == expected
-
-    if done() or wait_for(done, timeout=max(0.0, since + DEADLINE - time.monotonic()), every=0.05):
-        return time.monotonic() - since
-    late = wait_for(done, timeout=30, every=0.2)
-    took = time.monotonic() - since
-    pytest.fail(
-        f"state {'converged only after' if late else 'did not converge in'} {took:.1f} s "
-        f"(limit {DEADLINE} s)\nwanted {expected}\ngot    {last}\n{pipeline.fleet.tail()}"
-    )
+    while running:
+        found = pods(namespace)
+        if len(found) == count and all(is_running(pod) for pod in found):
+            since = time.monotonic()
+            break
+        assert time.monotonic() < give_up, f"{namespace}: pods did not all run: {len(found)}"
+        time.sleep(0.05)
+    while time.monotonic() < give_up:
+        last = pipeline.state(namespace)
+        if last == expected:
+            took = time.monotonic() - since
+            assert took <= deadline, (
+                f"state converged only after {took:.2f} s (limit {deadline} s)\n"
+                f"{pipeline.fleet.tail()}"
+            )
+            return took
+        time.sleep(0.05)
+    pytest.fail(f"no convergence\nwanted {expected}\ngot    {last}\n{pipeline.fleet.tail()}")
 
 
 def test_state_matches_the_plan_through_scaling_and_deletions(
     pipeline: Pipeline, namespace: str, tmp_path: Path
 ) -> None:
     manifests = Manifests(namespace, tmp_path)
+    frontend = manifests.find("ReplicationController", "frontend")
+    web = manifests.find("Deployment", "web")
     timings: dict[str, float] = {}
 
-    manifests.apply()
-    timings["apply"] = converged(
-        pipeline, manifests, since=wait_running(namespace, manifests.pods())
-    )
-
+    timings["apply"] = converged(pipeline, manifests, manifests.apply)
     assert wait_for(lambda: annotated(pipeline, namespace), timeout=10), (
         "pods not annotated with their interfaces"
     )
 
-    manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 5
-    manifests.find("Deployment", "web")["spec"]["replicas"] = 4
-    manifests.apply()
-    timings["scale up"] = converged(
-        pipeline, manifests, since=wait_running(namespace, manifests.pods())
-    )
+    frontend["spec"]["replicas"], web["spec"]["replicas"] = 5, 4
+    timings["scale up"] = converged(pipeline, manifests, manifests.apply)
 
-    manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 1
-    manifests.find("Deployment", "web")["spec"]["replicas"] = 1
-    manifests.apply()
-    timings["scale down"] = converged(
-        pipeline, manifests, since=wait_running(namespace, manifests.pods())
-    )
+    frontend["spec"]["replicas"], web["spec"]["replicas"] = 1, 1
+    timings["scale down"] = converged(pipeline, manifests, manifests.apply)
 
     manifests.objects.remove(manifests.find("Service", "loadgen"))
-    kubectl("delete", "-n", namespace, "service/loadgen")
-    timings["service deleted"] = converged(pipeline, manifests, since=time.monotonic())
+    timings["service deleted"] = converged(
+        pipeline,
+        manifests,
+        lambda: kubectl("delete", "-n", namespace, "service/loadgen"),
+        running=False,
+    )
 
-    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=90s")
     manifests.objects.clear()
-    timings["namespace deleted"] = converged(pipeline, manifests, since=time.monotonic())
-    print(json.dumps({"seconds_after_running": timings}))
+    timings["namespace deleted"] = converged(
+        pipeline,
+        manifests,
+        lambda: kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=90s"),
+        running=False,
+    )
+    print(json.dumps({"seconds_after_running": {k: round(v, 2) for k, v in timings.items()}}))
 
 
 def annotated(pipeline: Pipeline, namespace: str) -> bool:
@@ -287,22 +302,27 @@ def test_a_restarted_watcher_publishes_only_what_changed(
     pipeline: Pipeline, namespace: str, tmp_path: Path
 ) -> None:
     manifests = Manifests(namespace, tmp_path)
-    manifests.apply()
-    converged(pipeline, manifests, since=wait_running(namespace, manifests.pods()))
+    converged(pipeline, manifests, manifests.apply)
     before = pipeline.ends()
     assert pipeline.fleet.stop("watcher") == 0
 
     manifests.find("ReplicationController", "frontend")["spec"]["replicas"] = 4
     manifests.apply()
     wait_running(namespace, manifests.pods())
-    names_before = {p["metadata"]["name"] for p in pods(namespace)}
+    names = {p["metadata"]["name"] for p in pods(namespace)}
 
-    pipeline.fleet.start("watcher")
-    converged(pipeline, manifests, since=time.monotonic())
+    # From the restart: the process starts, reads its facts back, lists the cluster.
+    converged(
+        pipeline,
+        manifests,
+        lambda: pipeline.fleet.start("watcher"),
+        running=False,
+        deadline=30.0,
+    )
     keys = new_keys(pipeline, since=before)
     ours = {key for key in keys if f"/{namespace}/" in key or key.endswith(f"/{namespace}")}
     (added,) = [key for key in ours if key.startswith("Pod/")]
-    assert added.rsplit("/", 1)[1] in names_before
+    assert added.rsplit("/", 1)[1] in names
     assert ours == {f"ReplicationController/{namespace}/frontend", added}, ours
 
 
