@@ -167,7 +167,10 @@ class Pipeline:
         )
 
     def state(self, namespace: str) -> dict[str, Any]:
-        with self.engine.connect() as connection:
+        # One snapshot for the report's several queries: the allocator writes meanwhile.
+        with self.engine.connect().execution_options(
+            isolation_level="REPEATABLE READ"
+        ) as connection:
             return normalized(plan_document(connection), namespace)
 
     def ends(self) -> dict[TopicPartition, int]:
@@ -277,7 +280,9 @@ def test_state_matches_the_plan_through_scaling_and_deletions(
 
 def annotated(pipeline: Pipeline, namespace: str) -> bool:
     """Every pod carries knm.io/interface with the address the allocator holds for it."""
-    with pipeline.engine.connect() as connection:
+    with pipeline.engine.connect().execution_options(
+        isolation_level="REPEATABLE READ"
+    ) as connection:
         held = {
             p["name"]: p["ip"]
             for p in plan_document(connection)["pods"]
