@@ -16,9 +16,14 @@ from typing import Any
 
 import pytest
 
+from knm.core.bus.memory import MemoryBus
+from knm.core.clock import utcnow
+from knm.core.events.codec import decode
 from knm.core.events.facts import OwnerReference, PodObserved, ServiceObserved
+from knm.core.topics import Topics
 from services.watcher.informer import Informer
 from services.watcher.live import LiveSource
+from services.watcher.service import Watcher
 from tests.services.watcher.cluster import (
     Relay,
     api_client,
@@ -208,5 +213,35 @@ def test_an_expired_resource_version_relists_and_loses_no_fact(
         seen = facts(informer, namespace)
         assert not [key for key in seen if "/web" in key], seen.keys()
         assert sum(isinstance(event, PodObserved) for event in seen.values()) == 2
+    finally:
+        informer.stop()
+
+
+def test_resyncs_publish_only_what_differs(namespace: str) -> None:
+    """Relists every second (and a watcher publishing what the informer sees): nothing
+    is published again while nothing changes; a change is published once."""
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=DEPLOYMENT)
+    wait_running(namespace, 3)
+    informer = started(resync=1.0, watch_timeout=1)
+    bus = MemoryBus()
+    watcher = Watcher(source=informer, publisher=bus.publisher(), topics=Topics(), clock=utcnow)
+
+    def ours() -> list[str]:
+        """The keys of the facts published about the test's namespace, in order."""
+        return [decode(r.value).key for r in bus.records(Topics().facts) if r.key == namespace]
+
+    try:
+        assert converges(informer, namespace)
+        watcher.publish_changes()
+        first = len(ours())
+        assert first >= 6  # the namespace, 3 pods, 2 controllers (+ the ReplicaSet), 1 service
+        resyncs = informer.counters.resyncs
+        assert wait_for(lambda: informer.counters.resyncs >= resyncs + 18, timeout=30)
+        watcher.publish_changes()
+        assert len(ours()) == first, ours()[first:]
+
+        kubectl("label", "-n", namespace, "rc/db", "tier=back")
+        assert wait_for(lambda: watcher.publish_changes() >= 0 and len(ours()) > first, timeout=10)
+        assert ours()[first:] == [f"ReplicationController/{namespace}/db"]
     finally:
         informer.stop()
