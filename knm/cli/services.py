@@ -27,14 +27,16 @@ from knm.runtime.distributed import (
     AgentProcess,
     AllocatorProcess,
     ApplierProcess,
+    LiveWatcherProcess,
     WatcherProcess,
     agent_dataplane,
     manifest_source,
 )
 from knm.runtime.health import Health
 from knm.runtime.process import Service, run, stop_on_signals
-from services.watcher.live import ListingSource, LiveSource
-from services.watcher.service import Source
+from services.watcher.informer import Informer
+from services.watcher.live import LiveSource
+from services.watcher.writeback import KubernetesPodAnnotator
 
 
 def _serve(
@@ -68,7 +70,14 @@ def watcher(
         typer.Option("--file", "-f", help="Publish these manifests (files or folders)."),
     ] = None,
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Simulated nodes.")] = 2,
-    interval: Annotated[float, typer.Option(help="Seconds between reads.")] = 5.0,
+    interval: Annotated[float, typer.Option(help="With -f: seconds between reads.")] = 5.0,
+    resync: Annotated[
+        float, typer.Option(help="Without -f: seconds between full relists of the cluster.")
+    ] = 300.0,
+    write_back: Annotated[
+        bool,
+        typer.Option(help="Without -f: annotate pods with their interfaces (knm.io/interface)."),
+    ] = True,
     kubeconfig: Annotated[
         str | None, typer.Option(help="Without -f: the cluster (default KNM_KUBECONFIG).")
     ] = None,
@@ -77,20 +86,25 @@ def watcher(
     health_port: HealthPortOption = None,
     health_host: HealthHostOption = "127.0.0.1",
 ) -> None:
-    """Publish facts: of manifests with -f, else of the cluster (listing it every interval)."""
+    """Publish facts: of manifests with -f, else of the cluster (list, then watch)."""
     config = _configured(
         kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, kubeconfig=kubeconfig
     )
+    process: WatcherProcess | LiveWatcherProcess
     if files:
         source = manifest_source(files, nodes=nodes, settings=config)
+        # Files can be caught mid-write: a change counts once two reads agree on it.
+        process = WatcherProcess(source=source, settings=config, interval=interval, settle=True)
     else:
-        source = _cluster_source(config)
-    # Files can be caught mid-write; a cluster listing is always whole.
-    process = WatcherProcess(source=source, settings=config, interval=interval, settle=bool(files))
+        api = _cluster_client(config)
+        informer = Informer(LiveSource(api), resync=resync)
+        annotator = KubernetesPodAnnotator(api) if write_back else None
+        process = LiveWatcherProcess(informer=informer, settings=config, annotator=annotator)
     _serve(process, name="watcher", health=process.health(), port=health_port, host=health_host)
 
 
-def _cluster_source(config: Settings) -> Source:
+def _cluster_client(config: Settings) -> client.ApiClient:
+    api: client.ApiClient
     if config.kubeconfig:
         api = kube.new_client_from_config(config_file=config.kubeconfig)  # type: ignore[no-untyped-call]
     else:
@@ -101,7 +115,7 @@ def _cluster_source(config: Settings) -> Source:
                 "no cluster to watch: give -f manifests, or --kubeconfig / KNM_KUBECONFIG"
             ) from None
         api = client.ApiClient()
-    return ListingSource(LiveSource(api))
+    return api
 
 
 @reported
