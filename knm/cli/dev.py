@@ -1,4 +1,5 @@
-"""`knm dev services up|down|status|env`: PostgreSQL and Kafka on loopback for development.
+"""`knm dev services up|down|status|env`: PostgreSQL, Kafka and a Kubernetes control plane
+on loopback for development; `knm dev cluster ...` drives the control plane alone.
 
 Backed by the idempotent scripts in knm/dev/ (install from the registries if missing,
 initialise once, start what is not running). `up` and `env` print the `export KNM_...`
@@ -19,8 +20,10 @@ from knm.cli.common import FAILURE, fail
 
 dev_app = typer.Typer(help="Development helpers.", no_args_is_help=True)
 
-# "tools" installs the dataplane's kernel tools and cnitool; nothing of it runs.
-SERVICES = ("postgres", "kafka", "tools")
+# "tools" installs the dataplane's kernel tools and cnitool; nothing of it runs. "cluster"
+# is etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built from
+# their Go modules the first time (many minutes), then cached.
+SERVICES = ("postgres", "kafka", "tools", "cluster")
 
 
 class Action(StrEnum):
@@ -39,11 +42,12 @@ def script(name: str) -> Path:
 def services(
     action: Annotated[Action, typer.Argument(help="up, down, status, env or restart.")],
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="postgres, kafka or tools (default all).")
+        list[str] | None,
+        typer.Option("--only", help="postgres, kafka, tools or cluster (default all)."),
     ] = None,
 ) -> None:
-    """Install if missing, start, stop or show knm's development PostgreSQL and Kafka
-    (and install the dataplane's tools)."""
+    """Install if missing, start, stop or show knm's development PostgreSQL, Kafka and
+    Kubernetes control plane (and install the dataplane's tools)."""
     chosen = only or list(SERVICES)
     for name in chosen:
         if name not in SERVICES:
@@ -57,6 +61,22 @@ def services(
             subprocess.run(["bash", str(script(name)), "env"], check=False)
     if failed:
         raise fail(FAILURE, f"`{action.value}` failed; see the lines above")
+
+
+@dev_app.command("cluster")
+def cluster(
+    action: Annotated[Action, typer.Argument(help="up, down, status, env or restart.")],
+) -> None:
+    """A Kubernetes control plane on loopback (etcd, kube-apiserver, controller manager,
+    scheduler, kwok's simulated nodes); `up` and `env` print the kubeconfig's path as
+    `export KNM_KUBECONFIG=...`."""
+    result = subprocess.run(["bash", str(script("cluster")), action.value], check=False)
+    if result.returncode != 0 and action is not Action.STATUS:
+        raise fail(FAILURE, f"`cluster {action.value}` failed; see the lines above")
+    if action in (Action.UP, Action.RESTART):
+        subprocess.run(["bash", str(script("cluster")), "env"], check=False)
+    if result.returncode != 0:
+        raise typer.Exit(result.returncode)
 
 
 def register(app: typer.Typer) -> None:

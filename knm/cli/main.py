@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from knm.cli import admin, audit, dev, lab, services
+from knm.cli import admin, audit, contrail, dev, lab, services
 from knm.cli.common import BadInputError, FormatOption, OutputFormat, reported, settings
 from knm.cli.render import model_tables, node_table, print_tables
 from knm.core import logs
@@ -118,6 +118,7 @@ def build() -> typer.Typer:
     services.register(app)
     lab.register(app)
     audit.register(app)
+    contrail.register(app)
     return app
 
 

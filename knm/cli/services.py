@@ -22,18 +22,21 @@ from knm.cli.common import (
 from knm.core import logs
 from knm.core.settings import Settings
 from knm.runtime.distributed import (
+    APPLIER_BACKENDS,
     DATAPLANES,
     AgentProcess,
     AllocatorProcess,
     ApplierProcess,
+    LiveWatcherProcess,
     WatcherProcess,
     agent_dataplane,
     manifest_source,
 )
 from knm.runtime.health import Health
 from knm.runtime.process import Service, run, stop_on_signals
-from services.watcher.live import ListingSource, LiveSource
-from services.watcher.service import Source
+from services.watcher.informer import Informer
+from services.watcher.live import LiveSource
+from services.watcher.writeback import KubernetesPodAnnotator
 
 
 def _serve(
@@ -67,7 +70,14 @@ def watcher(
         typer.Option("--file", "-f", help="Publish these manifests (files or folders)."),
     ] = None,
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Simulated nodes.")] = 2,
-    interval: Annotated[float, typer.Option(help="Seconds between reads.")] = 5.0,
+    interval: Annotated[float, typer.Option(help="With -f: seconds between reads.")] = 5.0,
+    resync: Annotated[
+        float, typer.Option(help="Without -f: seconds between full relists of the cluster.")
+    ] = 300.0,
+    write_back: Annotated[
+        bool,
+        typer.Option(help="Without -f: annotate pods with their interfaces (knm.io/interface)."),
+    ] = True,
     kubeconfig: Annotated[
         str | None, typer.Option(help="Without -f: the cluster (default KNM_KUBECONFIG).")
     ] = None,
@@ -76,20 +86,25 @@ def watcher(
     health_port: HealthPortOption = None,
     health_host: HealthHostOption = "127.0.0.1",
 ) -> None:
-    """Publish facts: of manifests with -f, else of the cluster (listing it every interval)."""
+    """Publish facts: of manifests with -f, else of the cluster (list, then watch)."""
     config = _configured(
         kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, kubeconfig=kubeconfig
     )
+    process: WatcherProcess | LiveWatcherProcess
     if files:
         source = manifest_source(files, nodes=nodes, settings=config)
+        # Files can be caught mid-write: a change counts once two reads agree on it.
+        process = WatcherProcess(source=source, settings=config, interval=interval, settle=True)
     else:
-        source = _cluster_source(config)
-    # Files can be caught mid-write; a cluster listing is always whole.
-    process = WatcherProcess(source=source, settings=config, interval=interval, settle=bool(files))
+        api = _cluster_client(config)
+        informer = Informer(LiveSource(api), resync=resync)
+        annotator = KubernetesPodAnnotator(api) if write_back else None
+        process = LiveWatcherProcess(informer=informer, settings=config, annotator=annotator)
     _serve(process, name="watcher", health=process.health(), port=health_port, host=health_host)
 
 
-def _cluster_source(config: Settings) -> Source:
+def _cluster_client(config: Settings) -> client.ApiClient:
+    api: client.ApiClient
     if config.kubeconfig:
         api = kube.new_client_from_config(config_file=config.kubeconfig)  # type: ignore[no-untyped-call]
     else:
@@ -100,7 +115,7 @@ def _cluster_source(config: Settings) -> Source:
                 "no cluster to watch: give -f manifests, or --kubeconfig / KNM_KUBECONFIG"
             ) from None
         api = client.ApiClient()
-    return ListingSource(LiveSource(api))
+    return api
 
 
 @reported
@@ -123,14 +138,25 @@ def allocator(
 @reported
 def applier(
     *,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="native (vrouter programs for knm's agents) or contrail (the VNC config "
+            "API at KNM_CONTRAIL_API_URL)."
+        ),
+    ] = "native",
     kafka_bootstrap: KafkaOption = None,
     topic_prefix: PrefixOption = None,
     health_port: HealthPortOption = None,
     health_host: HealthHostOption = "127.0.0.1",
 ) -> None:
-    """Compile intents into each node's vrouter program (the native backend)."""
+    """Converge a controller to the intents: knm's vrouters (native) or Contrail."""
+    if backend not in APPLIER_BACKENDS:
+        raise BadInputError(
+            f"unknown backend {backend!r}: choose from {', '.join(APPLIER_BACKENDS)}"
+        )
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    process = ApplierProcess(settings=config)
+    process = ApplierProcess(settings=config, backend=backend)
     _serve(process, name="applier", health=process.health(), port=health_port, host=health_host)
 
 
@@ -141,7 +167,9 @@ def agent(
     dataplane: Annotated[
         str,
         typer.Option(
-            help="recording (records what it would do) or linux (wires pods into the node)."
+            help="recording (records what it would do), linux (wires pods into the node) "
+            "or contrail (wires them and registers their ports with the vrouter agent at "
+            "KNM_VROUTER_PORT_API_URL)."
         ),
     ] = "recording",
     netns: Annotated[
@@ -162,13 +190,17 @@ def agent(
     """Wire this node's pods and program its vrouter; /state shows what it holds."""
     if dataplane not in DATAPLANES:
         raise BadInputError(f"unknown dataplane {dataplane!r}: choose from {', '.join(DATAPLANES)}")
-    if netns is not None and dataplane != "linux":
-        raise BadInputError("--netns is the node namespace of the linux dataplane")
+    if netns is not None and dataplane not in ("linux", "contrail"):
+        raise BadInputError(
+            "--netns is the node namespace of the linux dataplane (and of the contrail one)"
+        )
     config = _configured(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
     process = AgentProcess(
         settings=config,
         node=node,
-        dataplane=agent_dataplane(dataplane, node=node, netns=netns),
+        dataplane=agent_dataplane(
+            dataplane, node=node, netns=netns, vrouter_url=config.vrouter_port_api_url
+        ),
         cni_socket=str(cni_socket) if cni_socket is not None else None,
     )
     _serve(process, name="agent", health=process.health(), port=health_port, host=health_host)

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     # Simulated nodes of the manifest source get underlay addresses from here.
     node_underlay: IPv4Network = IPv4Network("192.168.0.0/16")
 
+    # The contrail applier backend: the VNC config API, an optional Keystone token, the
+    # name knm's annotations give this installation, and how often it reconciles anyway.
+    contrail_api_url: str = "http://127.0.0.1:8082"
+    contrail_auth_token: str | None = None
+    contrail_cluster: str = "knm"
+    contrail_resync_seconds: float = Field(default=30.0, gt=0)
+    # The agent's contrail mode: the node's vrouter agent port API.
+    vrouter_port_api_url: str = "http://127.0.0.1:9091"
+
     batch_size: int = Field(default=500, ge=1, le=100_000)
     log_level: str = "INFO"
     log_format: Literal["json", "human"] = "json"

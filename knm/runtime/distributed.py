@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from knm.core.bus.kafka import KafkaBus
+from knm.core.bus.protocol import from_beginning
 from knm.core.clock import utcnow
 from knm.core.settings import Settings
 from knm.core.store.database import create_engine
@@ -22,10 +24,15 @@ from services.agent.dataplane import Dataplane
 from services.agent.recording import RecordingDataplane
 from services.agent.service import Agent
 from services.allocator.service import Allocator
+from services.applier.contrail.backend import ContrailBackend
+from services.applier.contrail.client import VncClient
 from services.applier.service import Applier
 from services.watcher.errors import BadManifestError
+from services.watcher.informer import Informer
+from services.watcher.published import Published
 from services.watcher.service import Source, Watcher
 from services.watcher.source import ManifestSource
+from services.watcher.writeback import PodAnnotator, WriteBack
 
 log = logging.getLogger("knm.process")
 
@@ -98,6 +105,121 @@ class WatcherProcess:
         )
 
 
+def read_published(bus: KafkaBus, topic: str, *, timeout: float = 120.0) -> Published:
+    """The facts topic folded per key, read from its beginning to its end as of now."""
+    ends = {tp: end for tp, end in bus.end_offsets(topic).items() if end > 0}
+    published = Published()
+    if not ends:
+        return published
+    # A group of its own that commits nothing: this reads, it does not consume.
+    consumer = bus.consumer(
+        group=f"knm-watcher-restore-{uuid.uuid4().hex[:12]}",
+        topics=[topic],
+        positions=from_beginning,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout:.0f} s")
+            records = consumer.poll(max_records=5000, timeout=0.5)
+            published.add(record for record in records if record.position in ends)
+            for record in records:
+                if record.offset + 1 >= ends.get(record.position, 0):
+                    ends.pop(record.position, None)
+    finally:
+        consumer.close()
+    log.info(
+        "read back what was published",
+        extra={"facts": published.records, "objects": len(published.objects)},
+    )
+    return published
+
+
+class LiveWatcherProcess:
+    """Publishes the cluster's changes as the informer sees them: at start, what changed
+    since the facts an earlier run published; then each change as it comes."""
+
+    def __init__(
+        self,
+        *,
+        informer: Informer,
+        settings: Settings,
+        annotator: PodAnnotator | None = None,
+    ) -> None:
+        self._bus = kafka_bus(settings, client_id="knm-watcher")
+        self._annotator = annotator
+        self._writeback: WriteBack | None = None
+        self._stop_writeback = threading.Event()
+        self._publisher = self._bus.publisher()
+        self._topics = settings.topics()
+        self._informer = informer
+        self._watcher: Watcher | None = None
+        # A publish that failed leaves changes unpublished: the next step retries them
+        # even if the cluster is quiet meanwhile.
+        self._pending = False
+        self.published = 0
+
+    def start(self) -> None:
+        if self._watcher is None:
+            published = read_published(self._bus, self._topics.facts)
+            self._informer.start()
+            self._watcher = Watcher(
+                source=self._informer,
+                publisher=self._publisher,
+                topics=self._topics,
+                clock=utcnow,
+                published=published,
+            )
+            self._pending = True
+        if self._annotator is not None and self._writeback is None:
+            consumer = self._bus.consumer(
+                group=f"{self._topics.prefix}writeback", topics=[self._topics.intents]
+            )
+            self._writeback = WriteBack(consumer=consumer, annotator=self._annotator)
+            threading.Thread(
+                target=self._write_back, args=(self._writeback,), name="writeback", daemon=True
+            ).start()
+
+    def _write_back(self, writeback: WriteBack) -> None:
+        """Annotate pods with their interfaces until closed; failures wait and retry."""
+        delay = 0.5
+        while not self._stop_writeback.is_set():
+            try:
+                writeback.step(timeout=0.5)
+                delay = 0.5
+            except Exception as error:
+                log.warning("write-back failed; retrying", extra={"error": str(error)[:300]})
+                self._stop_writeback.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def step(self, *, timeout: float = 0.0) -> int:
+        assert self._watcher is not None, "started first"
+        if not self._informer.wait(timeout) and not self._pending:
+            return 0
+        self._pending = True
+        published = self._watcher.publish_changes()
+        self._pending = False
+        self.published += published
+        return published
+
+    def close(self) -> None:
+        self._informer.stop()
+        self._stop_writeback.set()
+        self._publisher.close()
+
+    def health(self) -> Health:
+        return Health(
+            service="watcher",
+            ready=lambda: self._watcher is not None,
+            counters=lambda: {
+                "facts_published_total": self.published,
+                "pods_annotated_total": self._writeback.annotated if self._writeback else 0,
+                **self._informer.counters.as_dict(),
+            },
+        )
+
+
 class AllocatorProcess:
     """The allocator, and beside it in a thread the relay publishing its outbox (their
     waits on the database and the bus overlap)."""
@@ -146,12 +268,37 @@ class AllocatorProcess:
         )
 
 
+APPLIER_BACKENDS = ("native", "contrail")
+
+
+def contrail_backend(settings: Settings, *, url: str | None = None) -> ContrailBackend:
+    """The contrail backend on KNM_CONTRAIL_API_URL (or `url`)."""
+    try:
+        client = VncClient(url=url or settings.contrail_api_url, token=settings.contrail_auth_token)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+    return ContrailBackend(
+        client=client,
+        cluster=settings.contrail_cluster,
+        pod_pools=settings.pod_pools,
+        service_pools=settings.service_pools,
+    )
+
+
 class ApplierProcess:
-    def __init__(self, *, settings: Settings) -> None:
+    def __init__(self, *, settings: Settings, backend: str = "native") -> None:
+        if backend not in APPLIER_BACKENDS:
+            raise ConfigurationError(
+                f"unknown applier backend {backend!r}: choose from {', '.join(APPLIER_BACKENDS)}"
+            )
+        contrail = backend == "contrail"
         self.applier = Applier(
             bus=kafka_bus(settings, client_id="knm-applier"),
             topics=settings.topics(),
             gateway=str(settings.gateway),
+            backend=contrail_backend(settings) if contrail else None,
+            resync_interval=settings.contrail_resync_seconds if contrail else None,
+            sync_every_intent=contrail,
         )
 
     def start(self) -> None:
@@ -175,14 +322,18 @@ class ApplierProcess:
         )
 
 
-DATAPLANES = ("recording", "linux")
+DATAPLANES = ("recording", "linux", "contrail")
 # 1500 bytes of underlay less VXLAN's 50 bytes of headers.
 OVERLAY_MTU = 1450
 
 
-def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
+def agent_dataplane(
+    kind: str, *, node: str, netns: str | None, vrouter_url: str | None = None
+) -> Dataplane:
     """The agent's dataplane: `recording` records what it would do; `linux` wires pods
-    into the node's namespace (`netns`: a named one, else the agent's own)."""
+    into the node's namespace (`netns`: a named one, else the agent's own); `contrail`
+    wires them the same way and registers their ports with the Contrail vrouter agent at
+    `vrouter_url`."""
     if kind == "recording":
         if netns is not None:
             raise ConfigurationError("a node namespace is for the linux dataplane")
@@ -199,6 +350,15 @@ def agent_dataplane(kind: str, *, node: str, netns: str | None) -> Dataplane:
         return LinuxDataplane(
             wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
             vrouter=Vrouter(node=node, netns=netns, vxlan_mtu=OVERLAY_MTU),
+        )
+    if kind == "contrail":
+        from services.agent.contrail.dataplane import ContrailDataplane
+        from services.agent.contrail.ports import HttpPortApi
+        from services.agent.linux.wiring import PodWiring
+
+        return ContrailDataplane(
+            wiring=PodWiring(node_netns=netns, mtu=OVERLAY_MTU),
+            ports=HttpPortApi(url=vrouter_url or "http://127.0.0.1:9091"),
         )
     raise ConfigurationError(f"unknown dataplane {kind!r}: choose from {', '.join(DATAPLANES)}")
 

@@ -24,6 +24,7 @@ from services.agent.recording import NodeSummary, RecordingDataplane
 from services.agent.service import Agent
 from services.allocator.report import Document, plan_document
 from services.allocator.service import Allocator
+from services.applier.backend import Backend
 from services.applier.service import Applier
 from services.watcher.service import Watcher
 from services.watcher.source import ManifestSource
@@ -60,6 +61,7 @@ class EmbeddedPipeline:
         settings: Settings,
         database_url: str,
         clock: Clock = utcnow,
+        applier_backend: Backend | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics()
@@ -78,7 +80,14 @@ class EmbeddedPipeline:
             batch_size=settings.batch_size,
             clock=clock,
         )
-        self.applier = Applier(bus=self.bus, topics=self.topics, gateway=str(settings.gateway))
+        # The native backend unless told otherwise (the Contrail one, in its tests).
+        self.applier = Applier(
+            bus=self.bus,
+            topics=self.topics,
+            gateway=str(settings.gateway),
+            backend=applier_backend,
+            sync_every_intent=applier_backend is not None,
+        )
         self.dataplanes: dict[str, RecordingDataplane] = {}
         self.agents: list[Agent] = []
         self.facts = 0

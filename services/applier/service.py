@@ -36,6 +36,9 @@ class Applier:
         group: str | None = None,
         batch_size: int = 1000,
         max_delay: float = 1.0,
+        backend: Backend | None = None,
+        resync_interval: float | None = None,
+        sync_every_intent: bool = False,
     ) -> None:
         self._bus = bus
         self._topics = topics
@@ -43,9 +46,18 @@ class Applier:
         self._batch_size = batch_size
         self._max_delay = max_delay
         self._last_sync = time.monotonic()
-        self._backend: Backend = NativeBackend(
-            publisher=bus.publisher(), topics=topics, gateway=gateway
+        self._backend: Backend = (
+            backend
+            if backend is not None
+            else NativeBackend(publisher=bus.publisher(), topics=topics, gateway=gateway)
         )
+        # A backend that must repair what others change (Contrail) is synced this often
+        # even when no intent arrives.
+        self._resync_interval = resync_interval
+        # Intents applied since the last sync, whatever they dirtied: a backend that
+        # configures every object (Contrail) needs a sync for intents that dirty no node.
+        self._sync_every_intent = sync_every_intent
+        self._touched = False
         self._dead_letters = bus.publisher()
         self._consumer: Consumer | None = None
         self._horizon: dict[TopicPartition, int] = {}
@@ -87,9 +99,19 @@ class Applier:
         # dirty, so while intents keep coming in full batches the syncs are spaced out.
         caught_up = len(records) < self._batch_size
         due = time.monotonic() - self._last_sync >= self._max_delay
-        if not self.replaying and self._unsynced and self._cause is not None and (caught_up or due):
+        pending = bool(self._unsynced) or (self._touched and self._sync_every_intent)
+        resync = (
+            self._resync_interval is not None
+            and time.monotonic() - self._last_sync >= self._resync_interval
+        )
+        if (
+            not self.replaying
+            and self._cause is not None
+            and ((pending and (caught_up or due)) or resync)
+        ):
             self._backend.sync(self.model, self._unsynced, cause=self._cause)
             self._unsynced = Dirty()
+            self._touched = False
             self._last_sync = time.monotonic()
         if positions:
             self._consumer.commit(positions)
@@ -115,6 +137,7 @@ class Applier:
             return
         dirty = self.model.apply(message.payload)
         self._unsynced |= dirty
+        self._touched = True
         self._cause = Cause(event_id=message.id, occurred_at=message.occurred_at)
         self.applied += 1
         log.debug(

@@ -1,21 +1,22 @@
-"""The live source, a skeleton: list then watch each kind on a Kubernetes API server.
+"""The Kubernetes API as the watcher reads it: list each kind, then watch it from the
+list's resourceVersion. `informer` keeps these into an up-to-date cache.
 
-It converts objects with the converters the manifest source uses (`objects`). Still to
-come, with tests against a real kube-apiserver: the informer loop around `list` and
-`watch` (resume from the last resourceVersion, relist on 410 Gone and `diff` the relist
-against what was known to publish deletions, backoff), and resolving pods' owner chains
-through the controllers' caches; pods carry their immediate owner only until then.
+Both calls read raw JSON: the client's models cost far more to build than knm reads from
+them, and its watch helper hides the ERROR event that says 410 Gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from kubernetes import client, watch
+from kubernetes import client
 
 from services.watcher.errors import InvalidObjectError
 from services.watcher.objects import APPS, CORE, fact_of, parse_object
@@ -58,10 +59,30 @@ class WatchEvent:
     change: Change | None
 
 
+class ExpiredError(Exception):
+    """410 Gone: the resourceVersion a watch asked for is older than the server keeps."""
+
+
+class Api(Protocol):
+    def list(self, resource: Resource) -> Listing: ...
+
+    def watch(
+        self, resource: Resource, *, resource_version: str, timeout_seconds: int
+    ) -> Iterator[WatchEvent]: ...
+
+    def close(self) -> None: ...
+
+
 class LiveSource:
-    def __init__(self, api_client: Any) -> None:
+    """The API server behind a kubernetes ApiClient (kubeconfig or in-cluster)."""
+
+    def __init__(self, api_client: Any, *, request_timeout: float = 30.0) -> None:
         core = client.CoreV1Api(api_client)
         apps = client.AppsV1Api(api_client)
+        self._request_timeout = request_timeout
+        # Watches in progress, so that `close` can end them at once.
+        self._watches: set[Any] = set()
+        self._lock = threading.Lock()
         self._listers: dict[str, Callable[..., Any]] = {
             "namespaces": core.list_namespace,
             "nodes": core.list_node,
@@ -76,9 +97,13 @@ class LiveSource:
 
     def list(self, resource: Resource) -> Listing:
         """Every object of the resource, and the resourceVersion to watch from."""
-        # Raw JSON: the client's models cost far more to build than knm reads from them.
-        response = self._listers[resource.plural](_preload_content=False)
-        body = json.loads(response.data)
+        response = self._listers[resource.plural](
+            _preload_content=False, _request_timeout=self._request_timeout
+        )
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
         objects = [
             found
             for raw in body.get("items") or []
@@ -89,33 +114,67 @@ class LiveSource:
     def watch(
         self, resource: Resource, *, resource_version: str, timeout_seconds: int = 300
     ) -> Iterator[WatchEvent]:
-        """The resource's changes after `resource_version`, until the server ends the watch.
-
-        Raises kubernetes.client.ApiException (status 410) when that version is too old:
-        the caller relists.
-        """
-        # With a timeout, the client does not retry on its own: the caller decides.
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-            self._listers[resource.plural],
+        """The resource's changes after `resource_version` until the server ends the watch
+        (after about `timeout_seconds`). Raises ExpiredError when that version is too old,
+        and the client's errors (urllib3, ApiException) when the connection fails."""
+        response = self._listers[resource.plural](
+            watch=True,
             resource_version=resource_version,
             allow_watch_bookmarks=True,
             timeout_seconds=timeout_seconds,
+            _preload_content=False,
+            # A read that waits this long has lost its server: bookmarks come every minute.
+            _request_timeout=(self._request_timeout, timeout_seconds + 90),
         )
-        # The client also builds a model of each object, which knm does not read (it reads
-        # `raw_object`): with deserialize=False its handling of ERROR events (410) breaks.
-        for event in stream:
-            raw: dict[str, Any] = event["raw_object"]
-            version = str(raw.get("metadata", {}).get("resourceVersion", resource_version))
-            if event["type"] == "BOOKMARK":
-                yield WatchEvent(version, None)
-                continue
-            found = observe_item(raw, resource=resource)
-            if found is None:
-                continue
-            if event["type"] == "DELETED":
-                yield WatchEvent(version, deletion_of(found, source_version=version))
-            else:
-                yield WatchEvent(version, found)
+        with self._lock:
+            self._watches.add(response)
+        try:
+            for line in _lines(response):
+                yield from _watch_event(json.loads(line), resource, resource_version)
+        finally:
+            with self._lock:
+                self._watches.discard(response)
+            response.release_conn()
+
+    def close(self) -> None:
+        """End the watches in progress: a thread blocked reading one gets an error now
+        rather than at the server's timeout."""
+        with self._lock:
+            watches = list(self._watches)
+        for response in watches:
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    buffer = b""
+    for chunk in response.stream(amt=65536, decode_content=True):
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if buffer.strip():
+        yield buffer
+
+
+def _watch_event(event: dict[str, Any], resource: Resource, since: str) -> Iterator[WatchEvent]:
+    kind, raw = event.get("type"), event.get("object") or {}
+    if kind == "ERROR":
+        if raw.get("code") == 410:
+            raise ExpiredError(str(raw.get("message", "resourceVersion too old")))
+        raise client.ApiException(status=raw.get("code"), reason=str(raw.get("message")))
+    version = str(raw.get("metadata", {}).get("resourceVersion", since))
+    if kind == "BOOKMARK":
+        yield WatchEvent(version, None)
+        return
+    found = observe_item(raw, resource=resource)
+    if found is None:
+        return
+    if kind == "DELETED":
+        yield WatchEvent(version, deletion_of(found, source_version=version))
+    else:
+        yield WatchEvent(version, found)
 
 
 def observe_item(raw: dict[str, Any], *, resource: Resource) -> ObservedObject | None:
@@ -133,18 +192,3 @@ def observe_item(raw: dict[str, Any], *, resource: Resource) -> ObservedObject |
         # The API server validated it already; what knm refuses, it skips and says so.
         log.warning("skipped: %s", exc.message, extra={"resource": resource.plural})
         return None
-
-
-class ListingSource:
-    """The cluster as one snapshot per read: every resource listed afresh.
-
-    What `knm watcher` without manifests runs for now; the informer (watch, resume,
-    relist on 410 Gone) replaces the relisting in the issue that proves it against a
-    real control plane.
-    """
-
-    def __init__(self, live: LiveSource) -> None:
-        self._live = live
-
-    def snapshot(self) -> list[ObservedObject]:
-        return [found for resource in RESOURCES for found in self._live.list(resource).objects]

@@ -45,6 +45,11 @@ SERVICE_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer", "ExternalNam
 
 DEFAULT_NAMESPACE = "default"
 
+# knm's own write-back on pods (services.watcher.writeback): not a fact about the pod, and
+# reading it back would publish every pod twice.
+INTERFACE_ANNOTATION = "knm.io/interface"
+WRITTEN_BACK = frozenset({INTERFACE_ANNOTATION})
+
 
 @dataclass(frozen=True, slots=True)
 class Metadata:
@@ -207,7 +212,7 @@ def fact_of(obj: KubeObject) -> ObservedFact:
                 name=meta.name,
                 node=spec.node_name,
                 labels=meta.labels,
-                annotations=meta.annotations,
+                annotations={k: v for k, v in meta.annotations.items() if k not in WRITTEN_BACK},
                 host_network=spec.host_network,
                 phase=obj.phase,
                 ready=obj.ready,

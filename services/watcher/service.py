@@ -15,6 +15,7 @@ from knm.core.events.base import Event, envelope
 from knm.core.events.codec import encode
 from knm.core.topics import Topics
 from services.watcher.errors import BadManifestError
+from services.watcher.published import Published
 from services.watcher.source import Change, ObservedObject, diff
 
 log = logging.getLogger("knm.watcher")
@@ -52,10 +53,14 @@ class Watcher:
         topics: Topics,
         clock: Clock,
         settle: bool = False,
+        published: Published | None = None,
     ) -> None:
         """With `settle`, a change is published only once two reads in a row agree on it:
         a manifest caught halfway through being written (an editor saving, `cat >`) would
-        otherwise be published as the deletion of everything not yet written."""
+        otherwise be published as the deletion of everything not yet written.
+
+        `published` is what an earlier run published (read back from the facts topic):
+        the first read is diffed against it, so a restart publishes only what changed."""
         self._source = source
         self._settle = settle
         self._pending: list[ObservedObject] | None = None
@@ -63,9 +68,9 @@ class Watcher:
         self._publisher = publisher
         self._topics = topics
         self._clock = clock
-        self._published: dict[str, ObservedObject] = {}
+        self._published: dict[str, ObservedObject] = dict(published.objects) if published else {}
         # The last event id per key, kept after deletions too: see `event_id`.
-        self._last_ids: dict[str, uuid.UUID] = {}
+        self._last_ids: dict[str, uuid.UUID] = dict(published.last_ids) if published else {}
         self._last_error: str | None = None
 
     def publish_changes(self) -> int:

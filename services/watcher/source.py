@@ -121,7 +121,9 @@ def diff(previous: Mapping[str, ObservedObject], current: Sequence[ObservedObjec
     changed = [
         obj
         for obj in now.values()
-        if (before := previous.get(obj.key)) is None or before.event != obj.event
+        # Most objects are the very ones compared last time: identity settles them cheaply.
+        if (before := previous.get(obj.key)) is None
+        or (before is not obj and before.event != obj.event)
     ]
     return [*gone, *changed]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from knm.core.settings import Settings
@@ -75,3 +76,86 @@ def test_probes_and_service_reach_what_the_api_serves() -> None:
     (port,) = service["spec"]["ports"]
     assert port["targetPort"] == container["ports"][0]["name"]
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+# ---- knm's services (deploy/knm.yaml) ------------------------------------------------------
+
+SERVICES = {
+    "Deployment/knm-watcher": "watcher",
+    "Deployment/knm-allocator": "allocator",
+    "Deployment/knm-applier": "applier",
+    "DaemonSet/knm-agent": "agent",
+}
+
+
+def test_each_service_runs_its_knm_command_with_variables_knm_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The agent's node comes from the pod's spec.nodeName (KNM_NODE).
+    monkeypatch.setenv("KNM_NODE", "node-1")
+    found = documents()
+    known = variables_knm_reads()
+    config = found["ConfigMap/knm-config"]["data"]
+    assert set(config) <= known, set(config) - known
+    Settings(**{name.removeprefix("KNM_").lower(): value for name, value in config.items()})
+    for ref, command_name in SERVICES.items():
+        (container,) = found[ref]["spec"]["template"]["spec"]["containers"]
+        assert parse(container["args"]).name == command_name, ref
+        names = {variable["name"] for variable in container.get("env", [])}
+        assert names <= known, names - known
+        assert container["envFrom"] == [{"configMapRef": {"name": "knm-config"}}]
+
+
+def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_annotate_pods() -> (
+    None
+):
+    from services.watcher.live import RESOURCES
+
+    found = documents()
+    for ref in SERVICES:
+        spec = found[ref]["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is (ref == "Deployment/knm-watcher"), ref
+    assert found["Deployment/knm-watcher"]["spec"]["template"]["spec"]["serviceAccountName"] == (
+        "knm-watcher"
+    )
+    granted = {
+        (group, resource, verb)
+        for rule in found["ClusterRole/knm-watcher"]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    watched = {
+        ("" if r.api_version == "v1" else "apps", r.plural, verb)
+        for r in RESOURCES
+        for verb in ("get", "list", "watch")
+    }
+    assert granted == watched | {("", "pods", "patch")}
+    binding = found["ClusterRoleBinding/knm-watcher"]
+    assert binding["roleRef"]["name"] == "knm-watcher"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "knm-watcher", "namespace": "knm"}
+    ]
+
+
+def test_the_agent_installs_knm_cni_and_its_configuration() -> None:
+    spec = documents()["DaemonSet/knm-agent"]["spec"]["template"]["spec"]
+    (install,) = spec["initContainers"]
+    script = install["args"][0]
+    assert "/host/opt/cni/bin/knm-cni" in script
+    assert '"type": "knm-cni", "agentSocket": "/run/knm/agent.sock"' in script
+    (agent,) = spec["containers"]
+    assert "--cni-socket=/run/knm/agent.sock" in agent["args"]
+
+
+def test_the_api_server_accepts_every_manifest() -> None:
+    """`kubectl apply --dry-run=server` against the real control plane."""
+    from tests.services.watcher.cluster import kubectl
+
+    namespaces = kubectl("get", "namespaces", "-o", "name")
+    if "namespace/knm\n" not in namespaces:
+        kubectl("create", "namespace", "knm")
+    out = kubectl("apply", "--dry-run=server", "-n", "knm", "-f", str(ROOT / "deploy"))
+    for ref in [*SERVICES, "ConfigMap/knm-config", "ClusterRole/knm-watcher"]:
+        _kind, name = ref.split("/")
+        assert f"{name} " in out, out
