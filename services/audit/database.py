@@ -44,8 +44,12 @@ def read_only_engine(url: str, *, pool_size: int = 8) -> Engine:
         isolation_level="AUTOCOMMIT",
         connect_args={
             "application_name": "knm-audit",
+            # Times come back in UTC, whether read through SQLAlchemy or the driver. The
+            # prepared statements (queries/prepared.py) are seeks whose best plan does not
+            # depend on the values: planned once, not once per request.
             "options": "-c default_transaction_read_only=on "
-            f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC "
+            "-c plan_cache_mode=force_generic_plan",
         },
     )
 
