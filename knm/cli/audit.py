@@ -42,6 +42,7 @@ from services.audit.parsing import (
 )
 from services.audit.queries.addresses import address_history, holder_at
 from services.audit.queries.objects import pod_history, service_history
+from services.audit.readers import reader_for
 
 log = logging.getLogger("knm.audit")
 T = TypeVar("T")
@@ -81,8 +82,9 @@ def audit_api(
     config = settings(database_url=database_url)
     logs.configure(level=config.log_level, format=config.log_format)
     engine = read_only_engine(config.database_url, pool_size=16)
+    reader = reader_for(engine, size=16)
     try:
-        app = create_app(engine=engine, settings=config, access_log=access_log)
+        app = create_app(engine=engine, settings=config, reader=reader, access_log=access_log)
         if print_openapi:
             sys.stdout.write(openapi_text(app))
             return
@@ -112,6 +114,7 @@ def audit_api(
         stop_on_signals()
         server.run()
     finally:
+        reader.close()
         engine.dispose()
 
 

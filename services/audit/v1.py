@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from knm.core.clock import Clock
 from knm.core.settings import Settings
 from services.audit import params
-from services.audit.auth import UNAUTHORIZED, Tokens, token_required
+from services.audit.auth import UNAUTHORIZED, Guard, Tokens
 from services.audit.database import reading
 from services.audit.models import (
     AddressHistory,
@@ -26,12 +26,18 @@ from services.audit.models import (
     Problem,
     ServiceHistory,
 )
-from services.audit.queries.addresses import address_history, holder_at
+from services.audit.queries.addresses import (
+    ADDRESS_LINES,
+    HOLDER_AT,
+    address_history_from,
+    holder_from,
+)
 from services.audit.queries.changes import ChangeFilter, changes
 from services.audit.queries.networks import list_networks, network_detail
-from services.audit.queries.objects import pod_history, service_history
+from services.audit.queries.objects import POD_LINES, pod_history_from, service_history
 from services.audit.queries.pools import pool_usage
-from services.audit.strict import declared_queries_only
+from services.audit.readers import Reader
+from services.audit.strict import DeclaredQueries
 
 T = TypeVar("T")
 
@@ -58,19 +64,19 @@ class Answered(Response):
         super().__init__(model.__pydantic_serializer__.to_json(model))
 
 
-def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) -> None:
+def register(
+    app: FastAPI, *, engine: Engine, reader: Reader, settings: Settings, clock: Clock
+) -> None:
     """Routes go straight onto the application (no included router), so that `app.routes`
     lists each of them with its full path.
 
-    The route functions are coroutines that hand only the database work to the thread
-    pool (`read`): a query waiting on the database holds a thread, not the event loop,
-    and the rest of a request (checking, serializing) costs no further thread switch.
+    The route functions are coroutines. The busiest questions are one prepared statement
+    each, read through `reader` (on PostgreSQL without a thread, see readers.py); the
+    others hand their database work to the thread pool (`read`): a query waiting on the
+    database holds a thread, not the event loop, and the rest of a request (checking,
+    serializing) costs no further thread switch.
     """
-    # In this order: a caller without a token learns nothing about its parameters.
-    required = [
-        Depends(token_required(Tokens(settings.audit_token_hashes))),
-        Depends(declared_queries_only(app)),
-    ]
+    required = [Depends(Guard(Tokens(settings.audit_token_hashes), DeclaredQueries(app)))]
 
     def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         responses = {**COMMON_RESPONSES, **options.pop("responses", {})}
@@ -93,7 +99,7 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
     async def holder(*, ip: params.Ip, at: params.At) -> Answered:
         """The pod or service that held the address at `at` (allocated at or before it,
         not released by then); 404 if the address was free."""
-        found = await read(lambda connection: holder_at(connection, ip=ip, at=at))
+        found = holder_from(await reader.rows(HOLDER_AT, ip=str(ip), at=at), ip=ip, at=at)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nobody held {ip} at {at.isoformat()}")
         return Answered(found)
@@ -110,13 +116,8 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
         floating IP, whose tenure overlaps [from, to], oldest first, with the ids of the
         facts that caused each allocation and release. An empty window (from after to)
         has none."""
-        return Answered(
-            await read(
-                lambda connection: address_history(
-                    connection, ip=ip, since=since, until=until, limit=limit
-                )
-            )
-        )
+        found = await reader.rows(ADDRESS_LINES, ip=str(ip))
+        return Answered(address_history_from(found, ip=ip, since=since, until=until, limit=limit))
 
     @get(
         "/pods/{namespace}/{name}/history",
@@ -128,13 +129,8 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
     ) -> Answered:
         """Every address and floating IP that pods of this name held, across their UIDs
         (a pod deleted and created again keeps its name, not its UID), oldest first."""
-        return Answered(
-            await read(
-                lambda connection: pod_history(
-                    connection, namespace=namespace, name=name, limit=limit
-                )
-            )
-        )
+        found = await reader.rows(POD_LINES, namespace=namespace, name=name)
+        return Answered(pod_history_from(found, namespace=namespace, name=name, limit=limit))
 
     @get(
         "/services/{namespace}/{name}/history",

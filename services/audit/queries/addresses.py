@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from ipaddress import IPv4Address
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, literal_column
 
@@ -38,8 +40,12 @@ ADDRESS_LINES = prepared(
 
 
 def holder_at(connection: Connection, *, ip: IPv4Address, at: datetime) -> Holder | None:
-    """The newest holder's line at or before `at`: held if it is an allocation."""
-    found = rows(connection, HOLDER_AT, ip=str(ip), at=at)
+    return holder_from(rows(connection, HOLDER_AT, ip=str(ip), at=at), ip=ip, at=at)
+
+
+def holder_from(found: Sequence[Sequence[Any]], *, ip: IPv4Address, at: datetime) -> Holder | None:
+    """From HOLDER_AT's row, the newest holder's line at or before `at`: held if it is an
+    allocation."""
     if not found:
         return None
     (_, action, kind, namespace, name, uid, network, node, _, pool, since, fact) = found[0]
@@ -68,10 +74,22 @@ def address_history(
     until: datetime | None,
     limit: int,
 ) -> AddressHistory:
+    found = rows(connection, ADDRESS_LINES, ip=str(ip))
+    return address_history_from(found, ip=ip, since=since, until=until, limit=limit)
+
+
+def address_history_from(
+    found: Sequence[Sequence[Any]],
+    *,
+    ip: IPv4Address,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> AddressHistory:
     """Every tenure of the address that overlaps [since, until], oldest first.
 
-    All of the address's lines are read: a tenure that began long before `since`, or
-    ended after `until`, needs both of its ends.
+    All of the address's lines are read (ADDRESS_LINES): a tenure that began long before
+    `since`, or ended after `until`, needs both of its ends.
     """
-    found = overlapping(pair(rows(connection, ADDRESS_LINES, ip=str(ip))), since=since, until=until)
-    return AddressHistory(ip=ip, holdings=found[:limit], truncated=len(found) > limit)
+    held = overlapping(pair(found), since=since, until=until)
+    return AddressHistory(ip=ip, holdings=held[:limit], truncated=len(held) > limit)

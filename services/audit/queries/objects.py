@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, text
@@ -30,9 +31,16 @@ VIP_LINES = prepared("vip_lines", _named(AddressKind.SERVICE))
 
 
 def pod_history(connection: Connection, *, namespace: str, name: str, limit: int) -> PodHistory:
-    """Every address and floating IP pods of this name held (a seek on (namespace, name,
-    at)); a service of the same name has lines there too, of its own kind."""
-    found = pair(rows(connection, POD_LINES, namespace=namespace, name=name))
+    found = rows(connection, POD_LINES, namespace=namespace, name=name)
+    return pod_history_from(found, namespace=namespace, name=name, limit=limit)
+
+
+def pod_history_from(
+    lines: Sequence[Sequence[Any]], *, namespace: str, name: str, limit: int
+) -> PodHistory:
+    """From POD_LINES, every address and floating IP pods of this name held; a service of
+    the same name has lines there too, of its own kind."""
+    found = pair(lines)
     return PodHistory(
         namespace=namespace, name=name, holdings=found[:limit], truncated=len(found) > limit
     )
