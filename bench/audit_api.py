@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import hashlib
 import io
@@ -39,6 +40,7 @@ from urllib.parse import quote
 import httptools
 import uvloop
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -168,7 +170,7 @@ def fill(url: str, found: History) -> float:
     return time.perf_counter() - started
 
 
-def serve(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def serve(url: str, port: int, log: Path, *, workers: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KNM_DATABASE_URL": url,
@@ -176,7 +178,10 @@ def serve(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "knm", "audit-api", "--port", str(port)],
+            [
+                sys.executable,
+                *("-m", "knm", "audit-api", "--port", str(port), "--workers", str(workers)),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -197,6 +202,8 @@ class Timings:
     holder: list[float] = field(default_factory=list)
     history: list[float] = field(default_factory=list)
     errors: int = 0
+    # Warm-up included: what the CPU figures are divided by.
+    sent: int = 0
 
 
 class BadAnswerError(Exception):
@@ -322,6 +329,7 @@ async def load(
                     target = f"/v1/pods/{ns}/{name}/history"
             if not interval:
                 begun = time.monotonic()
+            timings.sent += 1
             try:
                 status, body = await connection.get(request(target, port))
                 check(kind, ip, status, body)
@@ -345,6 +353,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def family(pid: int) -> list[int]:
+    """The process and its children (the API's workers)."""
+    found = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def backends(server_url: str, url: str) -> list[int]:
+    """The PostgreSQL server processes serving the API's connections (same machine)."""
+    engine = create_engine(server_url)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = 'knm-audit' AND datname = :name"
+            ),
+            {"name": make_url(url).database},
+        ).scalars()
+        found = [int(pid) for pid in pids]
+    engine.dispose()
+    return found
+
+
+def total_cpu(pids: list[int]) -> float:
+    found = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            found += cpu_seconds(pid)
+    return found
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, all cores (Linux)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+    idle = fields[3] + fields[4]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
@@ -357,6 +409,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="`knm audit-api --workers`; default: one per core.",
+    )
     parser.add_argument(
         "--rate",
         type=float,
@@ -376,8 +434,12 @@ def main() -> None:
     try:
         fill_s = fill(url, found)
         port = free_port()
-        server = serve(url, port, log)
-        server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
+        server = serve(url, port, log, workers=args.workers)
+        # The API's connections open as they are first needed: their backends' CPU is
+        # read at the end, all of it (they did nothing else).
+        workers = family(server.pid)
+        server_cpu, own_cpu = total_cpu(workers), time.process_time()
+        busy, capacity = machine_busy()
         timings = uvloop.run(
             load(
                 port,
@@ -389,14 +451,18 @@ def main() -> None:
                 rate=args.rate,
             )
         )
-        server_cpu = cpu_seconds(server.pid) - server_cpu
+        server_cpu = total_cpu(workers) - server_cpu
         own_cpu = time.process_time() - own_cpu
+        busy_now, capacity_now = machine_busy()
+        busy, capacity = busy_now - busy, capacity_now - capacity
+        database_cpu = total_cpu(backends(server_url, url))
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
         drop_database(server_url, url)
     requests = len(timings.holder) + len(timings.history)
+    ours = server_cpu + own_cpu + database_cpu
     print(
         json.dumps(
             {
@@ -411,11 +477,23 @@ def main() -> None:
                 "rows": len(found.lines),
                 "clients": args.clients,
                 "seconds": args.seconds,
+                "workers": args.workers,
                 "fill_s": round(fill_s, 1),
-                # CPU per request (warm-up included in both): what the API and the load
-                # generator cost, whatever else the machine is doing.
-                "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 2),
-                "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 2),
+                # CPU per request (warm-up included): what the API, the load generator
+                # and PostgreSQL's backends for the API cost, whatever else the machine
+                # is doing.
+                "server_cpu_ms_per_request": round(server_cpu * 1000 / timings.sent, 3),
+                "client_cpu_ms_per_request": round(own_cpu * 1000 / timings.sent, 3),
+                "database_cpu_ms_per_request": round(database_cpu * 1000 / timings.sent, 3),
+                # The machine during the run: how busy its cores were, and how much of
+                # that was this bench (the rest: other work sharing the machine).
+                "machine_busy_fraction": round(busy / capacity, 2),
+                "bench_share_of_busy": round(ours / busy, 2) if busy else None,
+                # What the cores would give with nothing else running: all of them over
+                # the CPU a request costs on all three sides (an estimate, not measured).
+                "estimated_rps_alone": round(
+                    (os.cpu_count() or 1) * timings.sent / ours if ours else 0.0, 0
+                ),
                 "load_average": round(os.getloadavg()[0], 1),
             }
         )
