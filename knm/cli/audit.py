@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
@@ -111,10 +111,14 @@ def audit_api(
     if workers == 1:
         serve(None)
         return
-    # Each worker its own socket on the port (SO_REUSEPORT): the kernel spreads the
-    # connections among them. Bound here, so that a port in use fails before any fork.
-    sockets = [_listening(host, port) for _ in range(workers)]
-    if _supervise(serve, sockets) != 0:
+    # One listening socket, bound here (a port in use fails before any fork), which every
+    # worker accepts on: a connection goes to whichever worker takes it first.
+    sock = _listening(host, port)
+    try:
+        code = _supervise(serve, sock, workers)
+    finally:
+        sock.close()
+    if code != 0:
         raise typer.Exit(1)
 
 
@@ -154,7 +158,6 @@ def _listening(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as error:
@@ -164,25 +167,12 @@ def _listening(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _supervise(serve: Callable[[socket.socket], None], sockets: list[socket.socket]) -> int:
-    """One child process per socket, each building its own application and connections
-    after the fork. SIGTERM and SIGINT are passed on to them; if one ends on its own, the
-    others are stopped too (the orchestrator restarts the whole). 0 when all ended well."""
+def _supervise(serve: Callable[[socket.socket], None], sock: socket.socket, workers: int) -> int:
+    """`workers` child processes serving `sock`, each building its own application and
+    connections after the fork. SIGTERM and SIGINT are passed on to them; if one ends on
+    its own, the others are stopped too (the orchestrator restarts the whole). 0 when all
+    ended well."""
     children: list[int] = []
-    for sock in sockets:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                serve(sock)
-                code = 0
-            except BaseException:
-                log.exception("audit API worker failed")
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children.append(pid)
-        sock.close()
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -190,8 +180,21 @@ def _supervise(serve: Callable[[socket.socket], None], sockets: list[socket.sock
         stopping = True
         _signal(children, signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # Held until the parent's handlers are in place; a child starts with the defaults.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                _worker(serve, sock)
+            children.append(pid)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     worst = 0
     while children:
         pid, status = os.wait()
@@ -202,6 +205,21 @@ def _supervise(serve: Callable[[socket.socket], None], sockets: list[socket.sock
             stopping = True
             _signal(children, signal.SIGTERM)
     return worst
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _worker(serve: Callable[[socket.socket], None], sock: socket.socket) -> NoReturn:
+    code = 1
+    try:
+        serve(sock)
+        code = 0
+    except BaseException:
+        log.exception("audit API worker failed")
+    finally:
+        logging.shutdown()
+        os._exit(code)
 
 
 def _signal(pids: list[int], signum: int) -> None:
