@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from ipaddress import IPv4Address
 from typing import Any
 
 from sqlalchemy import Select, TextClause, select, text
@@ -56,9 +57,12 @@ def pair(rows: Iterable[Sequence[Any]]) -> list[Holding]:
     (address, kind, holder, service), the next release of the same closes it."""
     tenures: list[list[Any]] = []
     open_at: dict[tuple[str, str, str, str | None], int] = {}
+    # Parsed once per address, not once per line: ipaddress is pure Python.
+    addresses: dict[str, IPv4Address] = {}
     for ip, action, kind, namespace, name, uid, network, node, service, pool, at, fact in rows:
         key = (ip, kind, uid, service)
-        holder = [ip, kind, namespace, name, uid, network, node, service, pool]
+        address = addresses.get(ip) or addresses.setdefault(ip, IPv4Address(ip))
+        holder = [address, kind, namespace, name, uid, network, node, service, pool]
         if action == ALLOCATED:
             open_at[key] = len(tenures)
             tenures.append([*holder, at, fact, None, None])
