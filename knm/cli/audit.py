@@ -36,6 +36,7 @@ from knm.core.store.database import require_current_schema
 from knm.runtime.process import stop_on_signals
 from services.audit.app import create_app, openapi_text
 from services.audit.database import read_only_engine
+from services.audit.metrics import lean_access_log
 from services.audit.models import Holder, Holding
 from services.audit.parsing import (
     TIME_EXAMPLE,
@@ -97,6 +98,8 @@ def audit_api(
     read-only; every /v1 route needs a token whose SHA-256 is in KNM_AUDIT_TOKEN_HASHES."""
     config = settings(database_url=database_url)
     logs.configure(level=config.log_level, format=config.log_format)
+    if config.log_format == "json":
+        lean_access_log()
     if print_openapi:
         engine = read_only_engine(config.database_url)
         sys.stdout.write(openapi_text(create_app(engine=engine, settings=config)))
