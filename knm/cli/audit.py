@@ -3,6 +3,7 @@ HTTP or read from the command line through the same queries."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -148,6 +149,10 @@ def _serve(
                 lifespan="off",
             )
         )
+        # What is built by now (the modules, the application) lives as long as the
+        # process: kept out of the collector's full passes, which would otherwise walk
+        # all of it and stall the requests in flight.
+        gc.freeze()
         # uvicorn stops gracefully on SIGTERM, then hands the signal on to the handler it
         # found: with this one, the process ends as knm's services do, with exit code 0.
         stop_on_signals()
