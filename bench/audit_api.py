@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import hashlib
 import io
@@ -33,9 +34,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
+from urllib.parse import quote
 
-import httpx2
+import httptools
+import uvloop
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -165,7 +170,7 @@ def fill(url: str, found: History) -> float:
     return time.perf_counter() - started
 
 
-def serve(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def serve(url: str, port: int, log: Path, *, workers: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KNM_DATABASE_URL": url,
@@ -173,7 +178,10 @@ def serve(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "knm", "audit-api", "--port", str(port)],
+            [
+                sys.executable,
+                *("-m", "knm", "audit-api", "--port", str(port), "--workers", str(workers)),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -194,6 +202,83 @@ class Timings:
     holder: list[float] = field(default_factory=list)
     history: list[float] = field(default_factory=list)
     errors: int = 0
+    # Warm-up included: what the CPU figures are divided by.
+    sent: int = 0
+
+
+class BadAnswerError(Exception):
+    """A response the API should not have given."""
+
+
+class KeepAlive(asyncio.Protocol):
+    """One client: one keep-alive HTTP/1.1 connection, one request at a time.
+
+    Lean on purpose: the load generator shares the machine's two cores with the API and
+    PostgreSQL, so every millisecond it spends is one the API does not get. Requests are
+    written as bytes; responses are parsed by httptools (the C parser uvicorn serves
+    with), every status is checked and every body is parsed as JSON.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._body: list[bytes] = []
+        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports have asyncio.Transport's methods, not its class.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(BadAnswerError(f"unparsable response: {error}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"the API closed the connection ({exc})"))
+
+    def _fail(self, error: Exception) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(error)
+
+    # httptools' callbacks
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
+        self._body = []
+
+    async def get(self, request: bytes) -> tuple[int, bytes]:
+        assert self._transport is not None
+        self._answer = self._loop.create_future()
+        self._transport.write(request)
+        return await self._answer
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def request(target: str, port: int) -> bytes:
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    ).encode()
+
+
+def check(kind: str, ip: str, status: int, body: bytes) -> None:
+    """The status is one the question allows, and the body is the JSON it should be."""
+    answer = json.loads(body)
+    if kind == "holder" and status == 200 and answer.get("ip") == ip and "uid" in answer:
+        return
+    if kind == "holder" and status == 404 and "detail" in answer:
+        return
+    if kind == "history" and status == 200 and isinstance(answer.get("holdings"), list):
+        return
+    raise BadAnswerError(f"{kind}: {status} {body[:200]!r}")
 
 
 async def load(
@@ -210,51 +295,55 @@ async def load(
     client asks on a fixed schedule, and a request's time counts from when it was due,
     so a server that falls behind is not excused by clients that wait for it."""
     timings = Timings()
-    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx2.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        limits=limits,
-        timeout=30,
-    ) as client:
-        started = time.monotonic()
-        counting_from = started + warmup
-        stop = counting_from + seconds
-        interval = clients / rate if rate else 0.0
+    loop = asyncio.get_running_loop()
+    connections = [
+        (await loop.create_connection(lambda: KeepAlive(loop), "127.0.0.1", port))[1]
+        for _ in range(clients)
+    ]
+    started = time.monotonic()
+    counting_from = started + warmup
+    stop = counting_from + seconds
+    interval = clients / rate if rate else 0.0
 
-        async def one(number: int) -> None:
-            rng = random.Random(seed + number)
-            turn = number
-            due = started + interval * number / clients
-            while (now := time.monotonic()) < stop:
-                if interval:
-                    if due > now:
-                        await asyncio.sleep(due - now)
-                    begun, due = due, due + interval
-                turn += 1
-                ip = rng.choice(found.addresses)
-                if turn % 2:
-                    kind = "holder"
-                    at = (START + MONTH * rng.random()).isoformat()
-                    request = client.get(f"/v1/ips/{ip}/holder", params={"at": at})
+    async def one(number: int, connection: KeepAlive) -> None:
+        rng = random.Random(seed + number)
+        turn = number
+        due = started + interval * number / clients
+        while (now := time.monotonic()) < stop:
+            if interval:
+                if due > now:
+                    await asyncio.sleep(due - now)
+                begun, due = due, due + interval
+            turn += 1
+            ip = rng.choice(found.addresses)
+            if turn % 2:
+                kind = "holder"
+                at = quote((START + MONTH * rng.random()).isoformat(), safe="")
+                target = f"/v1/ips/{ip}/holder?at={at}"
+            else:
+                kind = "history"
+                if turn % 4:
+                    target = f"/v1/ips/{ip}/history"
                 else:
-                    kind = "history"
-                    if turn % 4:
-                        request = client.get(f"/v1/ips/{ip}/history")
-                    else:
-                        ns, name = rng.choice(found.pods)
-                        request = client.get(f"/v1/pods/{ns}/{name}/history")
-                if not interval:
-                    begun = time.monotonic()
-                response = await request
-                elapsed = time.monotonic() - begun
-                if begun < counting_from:
-                    continue
-                if response.status_code not in (200, 404):
-                    timings.errors += 1
+                    ns, name = rng.choice(found.pods)
+                    target = f"/v1/pods/{ns}/{name}/history"
+            if not interval:
+                begun = time.monotonic()
+            timings.sent += 1
+            try:
+                status, body = await connection.get(request(target, port))
+                check(kind, ip, status, body)
+            except BadAnswerError:
+                timings.errors += 1
+            elapsed = time.monotonic() - begun
+            if begun >= counting_from:
                 (timings.holder if kind == "holder" else timings.history).append(elapsed)
 
-        await asyncio.gather(*(one(n) for n in range(clients)))
+    try:
+        await asyncio.gather(*(one(n, c) for n, c in enumerate(connections)))
+    finally:
+        for connection in connections:
+            connection.close()
     return timings
 
 
@@ -262,6 +351,50 @@ def cpu_seconds(pid: int) -> float:
     """User and system time of a process and its threads so far (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """The process and its children (the API's workers)."""
+    found = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def backends(server_url: str, url: str) -> list[int]:
+    """The PostgreSQL server processes serving the API's connections (same machine)."""
+    engine = create_engine(server_url)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = 'knm-audit' AND datname = :name"
+            ),
+            {"name": make_url(url).database},
+        ).scalars()
+        found = [int(pid) for pid in pids]
+    engine.dispose()
+    return found
+
+
+def total_cpu(pids: list[int]) -> float:
+    found = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            found += cpu_seconds(pid)
+    return found
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, all cores (Linux)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+    idle = fields[3] + fields[4]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
 def p(values: list[float], q: float) -> float:
@@ -276,6 +409,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="`knm audit-api --workers`; default: one per core.",
+    )
     parser.add_argument(
         "--rate",
         type=float,
@@ -295,9 +434,13 @@ def main() -> None:
     try:
         fill_s = fill(url, found)
         port = free_port()
-        server = serve(url, port, log)
-        server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
-        timings = asyncio.run(
+        server = serve(url, port, log, workers=args.workers)
+        # The API's connections open as they are first needed: their backends' CPU is
+        # read at the end, all of it (they did nothing else).
+        workers = family(server.pid)
+        server_cpu, own_cpu = total_cpu(workers), time.process_time()
+        busy, capacity = machine_busy()
+        timings = uvloop.run(
             load(
                 port,
                 found,
@@ -308,14 +451,18 @@ def main() -> None:
                 rate=args.rate,
             )
         )
-        server_cpu = cpu_seconds(server.pid) - server_cpu
+        server_cpu = total_cpu(workers) - server_cpu
         own_cpu = time.process_time() - own_cpu
+        busy_now, capacity_now = machine_busy()
+        busy, capacity = busy_now - busy, capacity_now - capacity
+        database_cpu = total_cpu(backends(server_url, url))
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
         drop_database(server_url, url)
     requests = len(timings.holder) + len(timings.history)
+    ours = server_cpu + own_cpu + database_cpu
     print(
         json.dumps(
             {
@@ -330,11 +477,23 @@ def main() -> None:
                 "rows": len(found.lines),
                 "clients": args.clients,
                 "seconds": args.seconds,
+                "workers": args.workers,
                 "fill_s": round(fill_s, 1),
-                # CPU per request (warm-up included in both): what the API and the load
-                # generator cost, whatever else the machine is doing.
-                "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 2),
-                "client_cpu_ms_per_request": round(own_cpu * 1000 / requests, 2),
+                # CPU per request (warm-up included): what the API, the load generator
+                # and PostgreSQL's backends for the API cost, whatever else the machine
+                # is doing.
+                "server_cpu_ms_per_request": round(server_cpu * 1000 / timings.sent, 3),
+                "client_cpu_ms_per_request": round(own_cpu * 1000 / timings.sent, 3),
+                "database_cpu_ms_per_request": round(database_cpu * 1000 / timings.sent, 3),
+                # The machine during the run: how busy its cores were, and how much of
+                # that was this bench (the rest: other work sharing the machine).
+                "machine_busy_fraction": round(busy / capacity, 2),
+                "bench_share_of_busy": round(ours / busy, 2) if busy else None,
+                # What the cores would give with nothing else running: all of them over
+                # the CPU a request costs on all three sides (an estimate, not measured).
+                "estimated_rps_alone": round(
+                    (os.cpu_count() or 1) * timings.sent / ours if ours else 0.0, 0
+                ),
                 "load_average": round(os.getloadavg()[0], 1),
             }
         )

@@ -3,15 +3,21 @@ HTTP or read from the command line through the same queries."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import signal
+import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import Annotated, TypeVar
+from functools import partial
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection
@@ -26,10 +32,12 @@ from knm.cli.common import (
     settings,
 )
 from knm.core import logs
+from knm.core.settings import Settings
 from knm.core.store.database import require_current_schema
 from knm.runtime.process import stop_on_signals
 from services.audit.app import create_app, openapi_text
 from services.audit.database import read_only_engine
+from services.audit.metrics import lean_access_log
 from services.audit.models import Holder, Holding
 from services.audit.parsing import (
     TIME_EXAMPLE,
@@ -42,6 +50,7 @@ from services.audit.parsing import (
 )
 from services.audit.queries.addresses import address_history, holder_at
 from services.audit.queries.objects import pod_history, service_history
+from services.audit.readers import reader_for
 
 log = logging.getLogger("knm.audit")
 T = TypeVar("T")
@@ -68,6 +77,16 @@ def audit_api(
     port: Annotated[
         int, typer.Option("--port", envvar="KNM_AUDIT_PORT", help="Port to serve on.")
     ] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            envvar="KNM_AUDIT_WORKERS",
+            min=1,
+            help="Processes serving the port, each with its own connections; more than one "
+            "uses more cores, but each has its own request metrics.",
+        ),
+    ] = 1,
     database_url: DatabaseOption = None,
     access_log: Annotated[
         bool, typer.Option(help="Log each request (path, status, token's digest prefix).")
@@ -80,17 +99,40 @@ def audit_api(
     read-only; every /v1 route needs a token whose SHA-256 is in KNM_AUDIT_TOKEN_HASHES."""
     config = settings(database_url=database_url)
     logs.configure(level=config.log_level, format=config.log_format)
-    engine = read_only_engine(config.database_url, pool_size=16)
+    if config.log_format == "json":
+        lean_access_log()
+    if print_openapi:
+        engine = read_only_engine(config.database_url)
+        sys.stdout.write(openapi_text(create_app(engine=engine, settings=config)))
+        engine.dispose()
+        return
+    if not config.audit_token_hashes:
+        raise BadInputError(
+            "KNM_AUDIT_TOKEN_HASHES is empty, so no request could be served: set it to "
+            'the SHA-256 of each token, e.g. `printf %s "$TOKEN" | sha256sum`'
+        )
+    serve = partial(_serve, config, host=host, port=port, access_log=access_log)
+    if workers == 1:
+        serve(None)
+        return
+    # One listening socket, bound here (a port in use fails before any fork), which every
+    # worker accepts on: a connection goes to whichever worker takes it first.
+    sock = _listening(host, port)
     try:
-        app = create_app(engine=engine, settings=config, access_log=access_log)
-        if print_openapi:
-            sys.stdout.write(openapi_text(app))
-            return
-        if not config.audit_token_hashes:
-            raise BadInputError(
-                "KNM_AUDIT_TOKEN_HASHES is empty, so no request could be served: set it to "
-                'the SHA-256 of each token, e.g. `printf %s "$TOKEN" | sha256sum`'
-            )
+        code = _supervise(serve, sock, workers)
+    finally:
+        sock.close()
+    if code != 0:
+        raise typer.Exit(1)
+
+
+def _serve(
+    config: Settings, sock: socket.socket | None, *, host: str, port: int, access_log: bool
+) -> None:
+    engine = read_only_engine(config.database_url, pool_size=16)
+    reader = reader_for(engine, size=16)
+    try:
+        app = create_app(engine=engine, settings=config, reader=reader, access_log=access_log)
         try:
             require_current_schema(engine)
         except OperationalError as error:
@@ -107,12 +149,91 @@ def audit_api(
                 lifespan="off",
             )
         )
+        # What is built by now (the modules, the application) lives as long as the
+        # process: kept out of the collector's full passes, which would otherwise walk
+        # all of it and stall the requests in flight.
+        gc.freeze()
         # uvicorn stops gracefully on SIGTERM, then hands the signal on to the handler it
         # found: with this one, the process ends as knm's services do, with exit code 0.
         stop_on_signals()
-        server.run()
+        server.run(sockets=[sock] if sock is not None else None)
     finally:
+        reader.close()
         engine.dispose()
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise BadInputError(f"cannot serve on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    return sock
+
+
+def _supervise(serve: Callable[[socket.socket], None], sock: socket.socket, workers: int) -> int:
+    """`workers` child processes serving `sock`, each building its own application and
+    connections after the fork. SIGTERM and SIGINT are passed on to them; if one ends on
+    its own, the others are stopped too (the orchestrator restarts the whole). 0 when all
+    ended well."""
+    children: list[int] = []
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        _signal(children, signum)
+
+    # Held until the parent's handlers are in place; a child starts with the defaults.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                _worker(serve, sock)
+            children.append(pid)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    worst = 0
+    while children:
+        pid, status = os.wait()
+        children.remove(pid)
+        worst = max(worst, abs(os.waitstatus_to_exitcode(status)))
+        if not stopping:
+            log.error("an audit API worker ended; stopping the others", extra={"pid": pid})
+            stopping = True
+            _signal(children, signal.SIGTERM)
+    return worst
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _worker(serve: Callable[[socket.socket], None], sock: socket.socket) -> NoReturn:
+    code = 1
+    try:
+        serve(sock)
+        code = 0
+    except BaseException:
+        log.exception("audit API worker failed")
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 @contextmanager
@@ -151,10 +272,7 @@ def who_had(
                 Console().print(_holder_table(holder))
             return
         found = address_history(connection, ip=address, since=None, until=None, limit=CLI_LIMIT)
-    if output is OutputFormat.JSON:
-        print(found.model_dump_json(indent=2))
-        return
-    _print_holdings(f"Holders of {address}", found.holdings, truncated=found.truncated)
+    _show(found, output, [(f"Holders of {address}", found.holdings, found.truncated)])
 
 
 @history_app.command("pod")
@@ -166,14 +284,10 @@ def history_pod(
     database_url: DatabaseOption = None,
 ) -> None:
     """Every address and floating IP pods of this name held, across their UIDs."""
-    namespace, name = _given(lambda text: split_object(text, what="pod"), pod)
-    _given(lambda text: check_subdomain(text, what="pod name"), name)
+    namespace, name = _object(pod, what="pod", check=check_subdomain)
     with _reading(database_url) as connection:
         found = pod_history(connection, namespace=namespace, name=name, limit=CLI_LIMIT)
-    if output is OutputFormat.JSON:
-        print(found.model_dump_json(indent=2))
-        return
-    _print_holdings(f"Addresses of pod {pod}", found.holdings, truncated=found.truncated)
+    _show(found, output, [(f"Addresses of pod {pod}", found.holdings, found.truncated)])
 
 
 @history_app.command("service")
@@ -185,26 +299,54 @@ def history_service(
     database_url: DatabaseOption = None,
 ) -> None:
     """A service's VIPs over time, and which pods carried them as its backends."""
-    namespace, name = _given(lambda text: split_object(text, what="service"), service)
-    _given(lambda text: check_label(text, what="service name"), name)
+    namespace, name = _object(service, what="service", check=check_label)
     with _reading(database_url) as connection:
         found = service_history(connection, namespace=namespace, name=name, limit=CLI_LIMIT)
+    _show(
+        found,
+        output,
+        [
+            (f"VIPs of service {service}", found.vips, found.truncated),
+            (f"Backends of service {service}", found.backends, False),
+        ],
+    )
+
+
+def _object(text: str, *, what: str, check: Callable[..., str]) -> tuple[str, str]:
+    """NAMESPACE/NAME of a pod or a service, each part checked."""
+    namespace, name = _given(lambda given: split_object(given, what=what), text)
+    _given(lambda given: check(given, what=f"{what} name"), name)
+    return namespace, name
+
+
+def _show(
+    found: BaseModel, output: OutputFormat, tables: Sequence[tuple[str, Sequence[Holding], bool]]
+) -> None:
+    """An answer as JSON, or as a table per list of holdings (title, holdings, truncated)."""
     if output is OutputFormat.JSON:
         print(found.model_dump_json(indent=2))
         return
-    _print_holdings(f"VIPs of service {service}", found.vips, truncated=found.truncated)
-    _print_holdings(f"Backends of service {service}", found.backends, truncated=False)
+    for title, holdings, truncated in tables:
+        _print_holdings(title, holdings, truncated=truncated)
 
 
 def _when(value: datetime | None) -> str:
     return value.isoformat().replace("+00:00", "Z") if value is not None else "-"
 
 
-def _holder_table(holder: Holder) -> Table:
-    table = Table(title=f"{holder.ip} at {_when(holder.at)}", title_justify="left")
-    for column in ("kind", "holder", "uid", "node", "network", "since", "fact"):
+def _table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *, caption: str | None
+) -> Table:
+    table = Table(title=title, title_justify="left", caption=caption)
+    for column in columns:
         table.add_column(column)
-    table.add_row(
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _holder_table(holder: Holder) -> Table:
+    row = (
         holder.kind.value,
         f"{holder.namespace}/{holder.name}",
         holder.uid,
@@ -213,31 +355,43 @@ def _holder_table(holder: Holder) -> Table:
         _when(holder.allocated_at),
         holder.allocation_fact_id,
     )
-    return table
+    return _table(
+        f"{holder.ip} at {_when(holder.at)}",
+        ("kind", "holder", "uid", "node", "network", "since", "fact"),
+        [row],
+        caption=None,
+    )
+
+
+def _holding_row(holding: Holding) -> tuple[str, ...]:
+    holder = f"{holding.namespace}/{holding.name}"
+    if holding.service:
+        holder += f"\n(backend of {holding.service})"
+    return (
+        str(holding.ip),
+        holding.kind.value,
+        holder,
+        holding.uid,
+        holding.node or "-",
+        _when(holding.allocated_at),
+        _when(holding.released_at) if holding.released_at else "(held)",
+    )
 
 
 def _print_holdings(title: str, holdings: Sequence[Holding], *, truncated: bool) -> None:
-    table = Table(title=title, title_justify="left")
-    for column in ("address", "kind", "holder", "uid", "node", "from", "until"):
-        table.add_column(column)
-    for holding in holdings:
-        holder = f"{holding.namespace}/{holding.name}"
-        if holding.service:
-            holder += f"\n(backend of {holding.service})"
-        table.add_row(
-            str(holding.ip),
-            holding.kind.value,
-            holder,
-            holding.uid,
-            holding.node or "-",
-            _when(holding.allocated_at),
-            _when(holding.released_at) if holding.released_at else "(held)",
-        )
+    caption = None
     if not holdings:
-        table.caption = "no history"
+        caption = "no history"
     elif truncated:
-        table.caption = f"the first {len(holdings)}; the API pages through the rest"
-    Console().print(table)
+        caption = f"the first {len(holdings)}; the API pages through the rest"
+    Console().print(
+        _table(
+            title,
+            ("address", "kind", "holder", "uid", "node", "from", "until"),
+            map(_holding_row, holdings),
+            caption=caption,
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

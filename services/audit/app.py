@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import psycopg2
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -15,6 +16,7 @@ from knm.core.clock import Clock, utcnow
 from knm.core.settings import Settings
 from services.audit import ops, v1
 from services.audit.metrics import Metrics, RequestMetrics
+from services.audit.readers import Reader, reader_for
 
 log = logging.getLogger("knm.audit")
 
@@ -30,9 +32,16 @@ its allocation (included) to its release (excluded).
 
 
 def create_app(
-    *, engine: Engine, settings: Settings, clock: Clock = utcnow, access_log: bool = True
+    *,
+    engine: Engine,
+    settings: Settings,
+    reader: Reader | None = None,
+    clock: Clock = utcnow,
+    access_log: bool = True,
 ) -> FastAPI:
-    """The application over `engine`, which should be read-only (see database.py)."""
+    """The application over `engine`, which should be read-only (see database.py); the
+    busiest routes read through `reader` (by default, the one for `engine`'s database),
+    which the caller closes."""
     app = FastAPI(
         title="knm audit API",
         version=__version__,
@@ -41,7 +50,13 @@ def create_app(
         redoc_url=None,
     )
     metrics = Metrics(engine=engine, settings=settings, clock=clock)
-    v1.register(app, engine=engine, settings=settings, clock=clock)
+    v1.register(
+        app,
+        engine=engine,
+        reader=reader if reader is not None else reader_for(engine),
+        settings=settings,
+        clock=clock,
+    )
     ops.register(app, engine=engine, metrics=metrics)
     app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log)
 
@@ -51,6 +66,12 @@ def create_app(
             "database error",
             extra={"error": type(error.orig).__name__ if error.orig else type(error).__name__},
         )
+        return JSONResponse({"detail": v1.UNAVAILABLE}, status_code=503)
+
+    # The same, from the driver directly (readers.Nonblocking).
+    @app.exception_handler(psycopg2.Error)
+    async def driver_unavailable(_request: Request, error: psycopg2.Error) -> JSONResponse:
+        log.error("database error", extra={"error": type(error).__name__})
         return JSONResponse({"detail": v1.UNAVAILABLE}, status_code=503)
 
     return app

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated
+from collections.abc import Sequence
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from services.audit.strict import DeclaredQueries
 
 UNAUTHORIZED = "a valid bearer token is required (Authorization: Bearer <token>)"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    description="A token whose SHA-256 digest is in KNM_AUDIT_TOKEN_HASHES.",
-)
 
 
 class Tokens:
@@ -40,20 +36,30 @@ class Tokens:
         return found
 
 
-def token_required(tokens: Tokens) -> Callable[..., Awaitable[None]]:
-    """The dependency every /v1 route has: 401 unless a configured token is presented.
+class Guard(HTTPBearer):
+    """The one dependency every /v1 route has, documented as the `bearer` scheme: 401
+    unless a configured token is presented, then 422 for a query parameter the route does
+    not take (see strict.py).
 
     It runs before the route's parameters are checked, so a caller without a token
-    learns nothing, not even whether its request was well formed.
+    learns nothing, not even whether its request was well formed. One dependency, not
+    one per check: FastAPI's cost per request grows with each.
     """
 
-    async def require(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        found = tokens.fingerprint(credentials.credentials) if credentials else None
+    def __init__(self, tokens: Tokens, declared: DeclaredQueries) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="bearer",
+            description="A token whose SHA-256 digest is in KNM_AUDIT_TOKEN_HASHES.",
+        )
+        self._tokens = tokens
+        self._declared = declared
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        credentials = await super().__call__(request)
+        found = self._tokens.fingerprint(credentials.credentials) if credentials else None
         if found is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED, headers=CHALLENGE)
         request.state.token = found
-
-    return require
+        self._declared.check(request)
+        return credentials

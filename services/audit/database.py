@@ -42,12 +42,20 @@ def read_only_engine(url: str, *, pool_size: int = 8) -> Engine:
         pool_size=pool_size,
         max_overflow=0,
         isolation_level="AUTOCOMMIT",
-        connect_args={
-            "application_name": "knm-audit",
-            "options": "-c default_transaction_read_only=on "
-            f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-        },
+        connect_args=POSTGRESQL_CONNECT_ARGS,
     )
+
+
+# Every connection of the API to PostgreSQL, through SQLAlchemy or not (readers.py).
+POSTGRESQL_CONNECT_ARGS = {
+    "application_name": "knm-audit",
+    # Times come back in UTC, whether read through SQLAlchemy or the driver. The prepared
+    # statements (queries/prepared.py) are seeks whose best plan does not depend on the
+    # values: planned once, not once per request.
+    "options": "-c default_transaction_read_only=on "
+    f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC "
+    "-c plan_cache_mode=force_generic_plan",
+}
 
 
 @contextmanager

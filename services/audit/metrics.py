@@ -3,7 +3,9 @@ pool usage the database holds, read when scraped."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -109,6 +111,51 @@ class DatabaseCollector(Collector):
         for kind, action, count, newest in connection.execute(statement):
             self._counts[(kind, action)] += count
             self._counted_to = max(self._counted_to, newest)
+
+
+class AccessLine(logging.Formatter):
+    """The JSON line knm's services write (knm.core.logs: time, level, logger, message,
+    then the extra fields), made directly for the access log's one kind of record.
+
+    The general formatter looks through every attribute of each record for extra
+    fields and formats the time from scratch; for a line per request that was a tenth
+    of the API's CPU. Here the fields are known, and the time's text is kept for the
+    second it names.
+    """
+
+    FIELDS = ("method", "path", "status", "duration_ms", "client", "token")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        return f"{self._second_text},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            line[name] = record.__dict__.get(name)
+        return json.dumps(line)
+
+
+def lean_access_log() -> None:
+    """The access log's lines through their own handler and `AccessLine` (same output as
+    knm.core.logs' JSON format, which the caller has configured)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(AccessLine())
+    access.handlers[:] = [handler]
+    access.propagate = False
 
 
 class RequestMetrics:

@@ -3,27 +3,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import HTTPConnection
 
 
-def declared_queries_only(app: FastAPI) -> Callable[[Request], Awaitable[None]]:
+class DeclaredQueries:
     """What a route takes is what the OpenAPI document says it takes."""
-    taken: dict[str, frozenset[str]] = {}
 
-    async def check(request: Request) -> None:
-        if not taken:
-            for path, operations in app.openapi()["paths"].items():
-                taken[path] = frozenset(
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._taken: dict[str, frozenset[str]] = {}
+
+    def check(self, request: HTTPConnection) -> None:
+        if not request.scope["query_string"]:
+            return
+        if not self._taken:
+            # Read when first needed: the routes are all registered by then.
+            for path, operations in self._app.openapi()["paths"].items():
+                self._taken[path] = frozenset(
                     parameter["name"]
                     for operation in operations.values()
                     for parameter in operation.get("parameters", ())
                     if parameter["in"] == "query"
                 )
         route = getattr(request.scope.get("route"), "path", None)
-        names = taken.get(route, frozenset()) if route else frozenset()
+        names = self._taken.get(route, frozenset()) if route else frozenset()
         unknown = sorted(set(request.query_params) - names)
         if unknown:
             accepted = ", ".join(sorted(names)) or "none"
@@ -38,5 +43,3 @@ def declared_queries_only(app: FastAPI) -> Callable[[Request], Awaitable[None]]:
                     for name in unknown
                 ]
             )
-
-    return check

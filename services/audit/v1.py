@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, status
+from fastapi import Depends, FastAPI, HTTPException, Response, status
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 
 from knm.core.clock import Clock
 from knm.core.settings import Settings
 from services.audit import params
-from services.audit.auth import UNAUTHORIZED, Tokens, token_required
+from services.audit.auth import UNAUTHORIZED, Guard, Tokens
 from services.audit.database import reading
 from services.audit.models import (
     AddressHistory,
@@ -25,12 +26,18 @@ from services.audit.models import (
     Problem,
     ServiceHistory,
 )
-from services.audit.queries.addresses import address_history, holder_at
+from services.audit.queries.addresses import (
+    ADDRESS_LINES,
+    HOLDER_AT,
+    address_history_from,
+    holder_from,
+)
 from services.audit.queries.changes import ChangeFilter, changes
 from services.audit.queries.networks import list_networks, network_detail
-from services.audit.queries.objects import pod_history, service_history
+from services.audit.queries.objects import POD_LINES, pod_history_from, service_history
 from services.audit.queries.pools import pool_usage
-from services.audit.strict import declared_queries_only
+from services.audit.readers import Reader
+from services.audit.strict import DeclaredQueries
 
 T = TypeVar("T")
 
@@ -46,19 +53,30 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) -> None:
+class Answered(Response):
+    """A model's JSON, serialized once by pydantic. The route's `response_model` still
+    documents it; FastAPI would otherwise validate the model a second time and then
+    serialize it, for every request."""
+
+    media_type = "application/json"
+
+    def __init__(self, model: BaseModel) -> None:
+        super().__init__(model.__pydantic_serializer__.to_json(model))
+
+
+def register(
+    app: FastAPI, *, engine: Engine, reader: Reader, settings: Settings, clock: Clock
+) -> None:
     """Routes go straight onto the application (no included router), so that `app.routes`
     lists each of them with its full path.
 
-    The route functions are coroutines that hand only the database work to the thread
-    pool (`read`): a query waiting on the database holds a thread, not the event loop,
-    and the rest of a request (checking, serializing) costs no further thread switch.
+    The route functions are coroutines. The busiest questions are one prepared statement
+    each, read through `reader` (on PostgreSQL without a thread, see readers.py); the
+    others hand their database work to the thread pool (`read`): a query waiting on the
+    database holds a thread, not the event loop, and the rest of a request (checking,
+    serializing) costs no further thread switch.
     """
-    # In this order: a caller without a token learns nothing about its parameters.
-    required = [
-        Depends(token_required(Tokens(settings.audit_token_hashes))),
-        Depends(declared_queries_only(app)),
-    ]
+    required = [Depends(Guard(Tokens(settings.audit_token_hashes), DeclaredQueries(app)))]
 
     def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         responses = {**COMMON_RESPONSES, **options.pop("responses", {})}
@@ -78,13 +96,13 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
         responses={404: {"model": Problem, "description": "Nobody held the address then."}},
         summary="Who held an address at an instant",
     )
-    async def holder(*, ip: params.Ip, at: params.At) -> Holder:
+    async def holder(*, ip: params.Ip, at: params.At) -> Answered:
         """The pod or service that held the address at `at` (allocated at or before it,
         not released by then); 404 if the address was free."""
-        found = await read(lambda connection: holder_at(connection, ip=ip, at=at))
+        found = holder_from(await reader.rows(HOLDER_AT, ip=str(ip), at=at), ip=ip, at=at)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"nobody held {ip} at {at.isoformat()}")
-        return found
+        return Answered(found)
 
     @get("/ips/{ip}/history", response_model=AddressHistory, summary="Every holder of an address")
     async def ip_history(
@@ -93,16 +111,13 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
         since: params.Since = None,
         until: params.Until = None,
         limit: params.HistoryLimit = 1000,
-    ) -> AddressHistory:
+    ) -> Answered:
         """Every pod or service that held the address, and every pod that carried it as a
         floating IP, whose tenure overlaps [from, to], oldest first, with the ids of the
         facts that caused each allocation and release. An empty window (from after to)
         has none."""
-        return await read(
-            lambda connection: address_history(
-                connection, ip=ip, since=since, until=until, limit=limit
-            )
-        )
+        found = await reader.rows(ADDRESS_LINES, ip=str(ip))
+        return Answered(address_history_from(found, ip=ip, since=since, until=until, limit=limit))
 
     @get(
         "/pods/{namespace}/{name}/history",
@@ -111,12 +126,11 @@ def register(app: FastAPI, *, engine: Engine, settings: Settings, clock: Clock) 
     )
     async def pod(
         *, namespace: params.Namespace, name: params.PodName, limit: params.HistoryLimit = 1000
-    ) -> PodHistory:
+    ) -> Answered:
         """Every address and floating IP that pods of this name held, across their UIDs
         (a pod deleted and created again keeps its name, not its UID), oldest first."""
-        return await read(
-            lambda connection: pod_history(connection, namespace=namespace, name=name, limit=limit)
-        )
+        found = await reader.rows(POD_LINES, namespace=namespace, name=name)
+        return Answered(pod_history_from(found, namespace=namespace, name=name, limit=limit))
 
     @get(
         "/services/{namespace}/{name}/history",

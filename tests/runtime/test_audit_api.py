@@ -153,3 +153,43 @@ def _ready(api: Api) -> bool:
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def test_workers_share_the_port_and_stop_together(database_url: str, tmp_path: Path) -> None:
+    """`--workers 2`: two processes answer on one port; a second server cannot take the
+    port; SIGTERM stops the workers and the whole exits 0."""
+    env = environment(database_url=database_url, prefix="unused.")
+    env["KNM_AUDIT_TOKEN_HASHES"] = hashlib.sha256(TOKEN.encode()).hexdigest()
+    knm("db", "upgrade", env=env)
+    port = free_port()
+    log = (tmp_path / "audit-api.log").open("wb")
+    command = [sys.executable, "-m", "knm", "audit-api", "--port", str(port)]
+    server = subprocess.Popen([*command, "--workers", "2"], env=env, stdout=log, stderr=log)
+    api = Api(port)
+    try:
+        assert wait_for(lambda: _ready(api), timeout=120, every=0.5)
+        workers = _children(server.pid)
+        assert len(workers) == 2, workers
+        for n in range(20):
+            status, body = api.get(f"/v1/ips/10.0.0.{n + 1}/history")
+            assert (status, body["holdings"]) == (200, [])
+        taken = knm("audit-api", "--port", str(port), "--workers", "2", env=env, check=False)
+        assert taken.returncode != 0
+        assert f"cannot serve on 127.0.0.1:{port}" in taken.stderr + taken.stdout
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "audit-api.log").read_text()
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found

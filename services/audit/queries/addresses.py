@@ -2,49 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from ipaddress import IPv4Address
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, literal_column
 
-from knm.core.domain.model import AddressAction, AddressKind
+from knm.core.domain.model import AddressAction
 from services.audit.models import AddressHistory, Holder
 from services.audit.queries.holdings import (
     history,
     holder_lines,
     in_order,
-    lines,
     overlapping,
     pair,
+    tenure_lines,
+)
+from services.audit.queries.prepared import prepared, rows
+
+# One seek on the holders' index (ip, at, seq); floating IPs' lines are not in it.
+HOLDER_AT = prepared(
+    "holder_at",
+    tenure_lines()
+    .where(
+        history.c.ip == bindparam("ip"),
+        holder_lines(),
+        history.c.at <= bindparam("at", type_=history.c.at.type),
+    )
+    .order_by(history.c.at.desc(), history.c.seq.desc())
+    .limit(literal_column("1")),
+)
+# A seek on (ip, at).
+ADDRESS_LINES = prepared(
+    "address_lines", in_order(tenure_lines().where(history.c.ip == bindparam("ip")))
 )
 
 
 def holder_at(connection: Connection, *, ip: IPv4Address, at: datetime) -> Holder | None:
-    """The newest holder's line at or before `at`: held if it is an allocation.
+    return holder_from(rows(connection, HOLDER_AT, ip=str(ip), at=at), ip=ip, at=at)
 
-    One seek on the holders' index (ip, at, seq); floating IPs' lines are not in it.
-    """
-    statement = (
-        lines()
-        .where(history.c.ip == str(ip), holder_lines(), history.c.at <= at)
-        .order_by(history.c.at.desc(), history.c.seq.desc())
-        .limit(1)
-    )
-    row = connection.execute(statement).first()
-    if row is None or row.action != AddressAction.ALLOCATED:
+
+def holder_from(found: Sequence[Sequence[Any]], *, ip: IPv4Address, at: datetime) -> Holder | None:
+    """From HOLDER_AT's row, the newest holder's line at or before `at`: held if it is an
+    allocation."""
+    if not found:
+        return None
+    (_, action, kind, namespace, name, uid, network, node, _, pool, since, fact) = found[0]
+    if action != AddressAction.ALLOCATED:
         return None
     return Holder(
         ip=ip,
         at=at,
-        kind=AddressKind(row.kind),
-        namespace=row.namespace,
-        name=row.name,
-        uid=row.uid,
-        network=row.network,
-        node=row.node,
-        pool=row.pool,
-        allocated_at=row.at,
-        allocation_fact_id=row.fact_id,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        network=network,
+        node=node,
+        pool=pool,
+        allocated_at=since,
+        allocation_fact_id=fact,
     )
 
 
@@ -56,11 +74,22 @@ def address_history(
     until: datetime | None,
     limit: int,
 ) -> AddressHistory:
+    found = rows(connection, ADDRESS_LINES, ip=str(ip))
+    return address_history_from(found, ip=ip, since=since, until=until, limit=limit)
+
+
+def address_history_from(
+    found: Sequence[Sequence[Any]],
+    *,
+    ip: IPv4Address,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> AddressHistory:
     """Every tenure of the address that overlaps [since, until], oldest first.
 
-    All of the address's lines are read (a seek on (ip, at)): a tenure that began long
-    before `since`, or ended after `until`, needs both of its ends.
+    All of the address's lines are read (ADDRESS_LINES): a tenure that began long before
+    `since`, or ended after `until`, needs both of its ends.
     """
-    rows = connection.execute(in_order(lines().where(history.c.ip == str(ip))))
-    found = overlapping(pair(rows), since=since, until=until)
-    return AddressHistory(ip=ip, holdings=found[:limit], truncated=len(found) > limit)
+    held = overlapping(pair(found), since=since, until=until)
+    return AddressHistory(ip=ip, holdings=held[:limit], truncated=len(held) > limit)

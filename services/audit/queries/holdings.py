@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from ipaddress import IPv4Address
 from typing import Any
 
 from sqlalchemy import Select, TextClause, select, text
@@ -30,43 +31,52 @@ def lines() -> Select[Any]:
     return select(history)
 
 
-def pair(rows: Iterable[Any]) -> list[Holding]:
-    """Tenures from lines in order: an allocation opens one for its (address, kind, holder,
-    service), the next release of the same closes it."""
-    found: list[Holding] = []
+# A line as `pair` reads it: the columns a tenure is made of, in this order.
+TENURE_COLUMNS = (
+    history.c.ip,
+    history.c.action,
+    history.c.kind,
+    history.c.namespace,
+    history.c.name,
+    history.c.uid,
+    history.c.network,
+    history.c.node,
+    history.c.service,
+    history.c.pool,
+    history.c.at,
+    history.c.fact_id,
+)
+
+
+def tenure_lines() -> Select[Any]:
+    return select(*TENURE_COLUMNS)
+
+
+def pair(rows: Iterable[Sequence[Any]]) -> list[Holding]:
+    """Tenures from lines in order (`tenure_lines`): an allocation opens one for its
+    (address, kind, holder, service), the next release of the same closes it."""
+    tenures: list[list[Any]] = []
     open_at: dict[tuple[str, str, str, str | None], int] = {}
-    for row in rows:
-        key = (row.ip, row.kind, row.uid, row.service)
-        if row.action == AddressAction.ALLOCATED:
-            open_at[key] = len(found)
-            found.append(_holding(row, allocated=row, released=None))
+    # Parsed once per address, not once per line: ipaddress is pure Python.
+    addresses: dict[str, IPv4Address] = {}
+    for ip, action, kind, namespace, name, uid, network, node, service, pool, at, fact in rows:
+        key = (ip, kind, uid, service)
+        address = addresses.get(ip) or addresses.setdefault(ip, IPv4Address(ip))
+        holder = [address, kind, namespace, name, uid, network, node, service, pool]
+        if action == ALLOCATED:
+            open_at[key] = len(tenures)
+            tenures.append([*holder, at, fact, None, None])
             continue
         index = open_at.pop(key, None)
         if index is None:
-            found.append(_holding(row, allocated=None, released=row))
+            tenures.append([*holder, None, None, at, fact])
         else:
-            found[index] = found[index].model_copy(
-                update={"released_at": row.at, "release_fact_id": row.fact_id}
-            )
-    return found
+            tenures[index][11:13] = (at, fact)
+    return [Holding(**dict(zip(_HOLDING_FIELDS, tenure, strict=True))) for tenure in tenures]
 
 
-def _holding(row: Any, *, allocated: Any | None, released: Any | None) -> Holding:
-    return Holding(
-        ip=row.ip,
-        kind=AddressKind(row.kind),
-        namespace=row.namespace,
-        name=row.name,
-        uid=row.uid,
-        network=row.network,
-        node=row.node,
-        service=row.service,
-        pool=row.pool,
-        allocated_at=allocated.at if allocated is not None else None,
-        allocation_fact_id=allocated.fact_id if allocated is not None else None,
-        released_at=released.at if released is not None else None,
-        release_fact_id=released.fact_id if released is not None else None,
-    )
+ALLOCATED = AddressAction.ALLOCATED.value
+_HOLDING_FIELDS = tuple(Holding.model_fields)
 
 
 def overlapping(

@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, text
 
 from knm.core.domain.model import AddressKind
 from services.audit.models import PodHistory, ServiceHistory
-from services.audit.queries.holdings import history, in_order, lines, pair
+from services.audit.queries.holdings import history, in_order, pair, tenure_lines
+from services.audit.queries.prepared import prepared, rows
+
+
+def _named(*kinds: AddressKind) -> Select[Any]:
+    """Lines of this name, of these kinds: a seek on (namespace, name, at). The kinds are
+    constants of the statement, not parameters: the plan is made knowing them."""
+    listed = ", ".join(f"'{kind.value}'" for kind in kinds)
+    return in_order(
+        tenure_lines().where(
+            history.c.namespace == bindparam("namespace"),
+            history.c.name == bindparam("name"),
+            text(f"kind IN ({listed})"),
+        )
+    )
+
+
+POD_LINES = prepared("pod_lines", _named(AddressKind.POD, AddressKind.FLOATING))
+VIP_LINES = prepared("vip_lines", _named(AddressKind.SERVICE))
 
 
 def pod_history(connection: Connection, *, namespace: str, name: str, limit: int) -> PodHistory:
-    """Every address and floating IP pods of this name held (a seek on (namespace, name,
-    at)); a service of the same name has lines there too, of its own kind."""
-    statement = in_order(
-        lines().where(
-            history.c.namespace == namespace,
-            history.c.name == name,
-            history.c.kind.in_([AddressKind.POD.value, AddressKind.FLOATING.value]),
-        )
-    )
-    found = pair(connection.execute(statement))
+    found = rows(connection, POD_LINES, namespace=namespace, name=name)
+    return pod_history_from(found, namespace=namespace, name=name, limit=limit)
+
+
+def pod_history_from(
+    lines: Sequence[Sequence[Any]], *, namespace: str, name: str, limit: int
+) -> PodHistory:
+    """From POD_LINES, every address and floating IP pods of this name held; a service of
+    the same name has lines there too, of its own kind."""
+    found = pair(lines)
     return PodHistory(
         namespace=namespace, name=name, holdings=found[:limit], truncated=len(found) > limit
     )
@@ -34,23 +55,13 @@ def service_history(
     Backends are recorded through the floating IPs they carry: a service without a VIP
     (headless, or waiting for one) has none to show.
     """
-    vips = pair(
-        connection.execute(
-            in_order(
-                lines().where(
-                    history.c.namespace == namespace,
-                    history.c.name == name,
-                    history.c.kind == AddressKind.SERVICE.value,
-                )
-            )
-        )
-    )
+    vips = pair(rows(connection, VIP_LINES, namespace=namespace, name=name))
     addresses = sorted({str(vip.ip) for vip in vips})
     backends = (
         pair(
             connection.execute(
                 in_order(
-                    lines().where(
+                    tenure_lines().where(
                         history.c.ip.in_(addresses),
                         history.c.kind == AddressKind.FLOATING.value,
                         history.c.service == f"{namespace}/{name}",

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from knm.core.settings import Settings
 from services.audit.app import create_app
 from services.audit.database import read_only_engine
+from services.audit.readers import Reader, reader_for
 from tests.conftest import fresh_postgres_database, required
 from tests.services.audit.timeline import Timeline, at, record
 
@@ -29,15 +30,17 @@ def timeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Timeline]:
         yield record(url, tmp_path_factory.mktemp("timeline"))
 
 
-def audit_app(engine: Engine) -> FastAPI:
+def audit_app(engine: Engine, reader: Reader | None = None) -> FastAPI:
     settings = Settings(audit_token_hashes=[TOKEN_HASH])
-    return create_app(engine=engine, settings=settings, clock=lambda: NOW)
+    return create_app(engine=engine, settings=settings, reader=reader, clock=lambda: NOW)
 
 
 @pytest.fixture(scope="package")
 def app(timeline: Timeline) -> Iterator[FastAPI]:
     engine = read_only_engine(timeline.database_url)
-    yield audit_app(engine)
+    reader = reader_for(engine)
+    yield audit_app(engine, reader)
+    reader.close()
     engine.dispose()
 
 

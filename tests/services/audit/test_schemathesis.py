@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.services.audit.conftest import AUTH
@@ -44,6 +44,10 @@ def test_the_api_keeps_to_its_document(
     @settings(max_examples=40, deadline=None)
     def check(data: st.DataObject) -> None:
         case = data.draw(operation.as_strategy(generation_mode=mode))
+        # A query parameter given as an empty list is not sent at all (httpx), so the
+        # request made is not the invalid one the case describes: the API would rightly
+        # accept it, and schemathesis would call that a failure.
+        assume(not any(value == [] for value in (case.query or {}).values()))
         case.call_and_validate(headers=AUTH)
 
     check()

@@ -1,0 +1,180 @@
+"""Where the routes get the rows of a prepared statement (queries/prepared.py).
+
+On PostgreSQL, `Nonblocking`: psycopg2's asynchronous connections, waited on by the
+event loop itself. A request's query then costs no thread: handing each query to a
+thread pool and back cost more CPU than the query (the worker's wake-up, the GIL passed
+to and fro). Elsewhere (SQLite), `Threaded`: the same statement through SQLAlchemy in the
+thread pool. Both give the same tuples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import psycopg2
+import psycopg2.extensions
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from services.audit.database import POSTGRESQL_CONNECT_ARGS, reading
+from services.audit.queries.prepared import Prepared, rows
+
+log = logging.getLogger("knm.audit")
+
+
+class Reader(Protocol):
+    async def rows(self, statement: Prepared, **values: Any) -> Sequence[Sequence[Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class Threaded:
+    """Any database SQLAlchemy reaches: a pooled connection, in the thread pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _rows(self, statement: Prepared, values: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        with reading(self._engine) as connection:
+            return rows(connection, statement, **values)
+
+    async def rows(self, statement: Prepared, **values: Any) -> Sequence[Sequence[Any]]:
+        return await run_in_threadpool(self._rows, statement, values)
+
+    def close(self) -> None:
+        """The engine is its owner's to dispose of."""
+
+
+class Nonblocking:
+    """Up to `size` asynchronous psycopg2 connections, opened when first needed and kept;
+    each holds the statements it has prepared. A connection that fails, or whose query is
+    abandoned (a cancelled request), is closed rather than reused."""
+
+    def __init__(self, connect_args: Mapping[str, Any], *, size: int) -> None:
+        self._connect_args = dict(connect_args)
+        self._size = size
+        self._open = 0
+        self._idle: list[Any] = []
+        self._prepared: dict[Any, set[str]] = {}
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    @classmethod
+    def for_engine(cls, engine: Engine, *, size: int) -> Nonblocking:
+        """The database, user and connection options of `engine`'s own connections."""
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        if args:
+            raise ValueError("the database URL must name its server by keywords")
+        return cls({**kwargs, **POSTGRESQL_CONNECT_ARGS}, size=size)
+
+    async def rows(self, statement: Prepared, **values: Any) -> Sequence[Sequence[Any]]:
+        connection = await self._take()
+        try:
+            found = await self._run(connection, statement, values)
+        except BaseException:
+            self._discard(connection)
+            raise
+        self._idle.append(connection)
+        self._wake()
+        return found
+
+    def close(self) -> None:
+        while self._idle:
+            self._discard(self._idle.pop())
+
+    async def _run(
+        self, connection: Any, statement: Prepared, values: Mapping[str, Any]
+    ) -> Sequence[Sequence[Any]]:
+        held = self._prepared[connection]
+        given = {**statement.defaults, **values}
+        cursor = connection.cursor()
+        try:
+            if statement.name not in held:
+                cursor.execute(f"PREPARE {statement.name} AS {statement.sql}")
+                await _ready(connection)
+                held.add(statement.name)
+            cursor.execute(statement.execute, [given[name] for name in statement.positions])
+            await _ready(connection)
+            found: list[tuple[Any, ...]] = cursor.fetchall()
+            return found
+        finally:
+            cursor.close()
+
+    async def _take(self) -> Any:
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    connection = psycopg2.connect(**self._connect_args, async_=True)
+                    await _ready(connection)
+                except BaseException:
+                    self._open -= 1
+                    self._wake()
+                    raise
+                self._prepared[connection] = set()
+                return connection
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # It may have been woken already: hand the turn on.
+                self._wake()
+                raise
+
+    def _wake(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _discard(self, connection: Any) -> None:
+        self._prepared.pop(connection, None)
+        self._open -= 1
+        try:
+            connection.close()
+        except psycopg2.Error as error:
+            log.warning("closing a database connection", extra={"error": type(error).__name__})
+        self._wake()
+
+
+async def _ready(connection: Any) -> None:
+    """Until psycopg2 says the connection's last command is done, waiting on its socket."""
+    loop = asyncio.get_running_loop()
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake(future: asyncio.Future[None] = ready) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        descriptor = connection.fileno()
+        if state == psycopg2.extensions.POLL_READ:
+            loop.add_reader(descriptor, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(descriptor)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            loop.add_writer(descriptor, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(descriptor)
+        else:
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+
+def reader_for(engine: Engine, *, size: int = 8) -> Reader:
+    if engine.dialect.name == "postgresql":
+        return Nonblocking.for_engine(engine, size=size)
+    return Threaded(engine)
