@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 from collections import Counter
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from knm.core.contrail import IPAM_FQ_NAME
+from knm.testing.http import JsonHandler
 from knm.testing.vnc_store import StoredObject, VncError, VncStore
 
 # What knm writes, and the parents it needs.
@@ -289,26 +288,13 @@ class VncTestServer:
         }
 
 
-def _handler(server: VncTestServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body leave in two writes; without this, Nagle's algorithm holds
-            # the body until the client's delayed ACK, 40 ms per call.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            # Quiet: a test server's access log is noise in test output.
-            return None
-
-        def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+def _handler(server: VncTestServer) -> type[JsonHandler]:
+    class Handler(JsonHandler):
+        def serve(self, method: str) -> None:
+            raw = self.body()
             fault = server._fault()
             if fault in ("500", "503"):
-                self._send(int(fault), f"injected failure {fault}")
+                self.answer(int(fault), f"injected failure {fault}")
                 return
             if fault == "drop-before":
                 self.close_connection = True
@@ -319,41 +305,17 @@ def _handler(server: VncTestServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw) if raw else None
                 kind, answer = server.handle(method, split.path, query, body)
             except VncError as error:
-                self._send(error.status, error.message)
+                self.answer(error.status, error.message)
                 return
             except json.JSONDecodeError as error:
-                self._send(400, f"body is not JSON: {error}")
+                self.answer(400, f"body is not JSON: {error}")
                 return
             server._count(kind)
             if fault == "drop-after":
                 # Done, but the client never hears of it.
                 self.close_connection = True
                 return
-            self._send(200, answer)
-
-        def _send(self, status: int, answer: Any) -> None:
-            if isinstance(answer, str):
-                payload, content_type = answer.encode(), "text/plain"
-            else:
-                payload = json.dumps(answer).encode() if answer is not None else b""
-                content_type = "application/json"
-            self.send_response(status, HTTPStatus(status).phrase)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def do_PUT(self) -> None:
-            self._serve("PUT")
-
-        def do_DELETE(self) -> None:
-            self._serve("DELETE")
+            self.answer(200, answer)
 
     return Handler
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import socket
 import threading
 import time
 import uuid as uuidlib
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from knm.testing.http import JsonHandler
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # Port types: 0 a VM's interface, 1 a namespace's, 2 an ESXi port.
@@ -177,41 +178,15 @@ class VrouterTestServer:
         return 404, f"{method} {path}: not served"
 
 
-def _handler(server: VrouterTestServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            # One call's headers and body must not wait for a delayed ACK (Nagle).
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-        def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+def _handler(server: VrouterTestServer) -> type[JsonHandler]:
+    class Handler(JsonHandler):
+        def serve(self, method: str) -> None:
+            raw = self.body()
             try:
                 body = json.loads(raw) if raw else None
             except json.JSONDecodeError:
-                status, answer = 400, "body is not JSON"
-            else:
-                status, answer = server.handle(method, self.path, body)
-            payload = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def do_DELETE(self) -> None:
-            self._serve("DELETE")
+                self.answer(400, "body is not JSON")
+                return
+            self.answer(*server.handle(method, self.path, body))
 
     return Handler
