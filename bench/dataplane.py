@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--backends", type=int, default=5)
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--iperf-seconds", type=int, default=5)
-    parser.add_argument("--iperf-rounds", type=int, default=3)
+    parser.add_argument("--iperf-rounds", type=int, default=5)
     args = parser.parse_args()
 
     tag = secrets.token_hex(2)

@@ -50,7 +50,7 @@ def _serve(
     stop = stop_on_signals()
     server = health.serve(host=host, port=port) if port is not None else None
     try:
-        run(process, name=name, health=health, stop=stop)
+        run(process, name=name, health=health, stop=stop, freeze_heap=True)
     finally:
         if server is not None:
             server.shutdown()
