@@ -1,13 +1,14 @@
 """What knm's test servers share: an HTTP/1.1 handler that reads a body and answers JSON
-(or a plain-text error), quietly and without Nagle's delay."""
+(or a plain-text error), quietly and without Nagle's delay; and serving it on a thread."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
 
 
 class JsonHandler(BaseHTTPRequestHandler):
@@ -54,3 +55,39 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.serve("DELETE")
+
+
+class ServedOnAThread:
+    """A test server's lifecycle: `start` serves on a daemon thread (or `serve_forever`
+    in the caller's), `close` stops and frees the port; usable as a context manager."""
+
+    _server: ThreadingHTTPServer
+    _thread: threading.Thread | None = None
+    thread_name = "test-server"
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

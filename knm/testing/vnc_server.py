@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from knm.core.contrail import IPAM_FQ_NAME
-from knm.testing.http import JsonHandler
+from knm.testing.http import JsonHandler, ServedOnAThread
 from knm.testing.vnc_store import StoredObject, VncError, VncStore
 
 # What knm writes, and the parents it needs.
@@ -48,7 +48,9 @@ def _plural(type_name: str) -> str:
     return f"{type_name}s"
 
 
-class VncTestServer:
+class VncTestServer(ServedOnAThread):
+    thread_name = "vnc-test-server"
+
     """Serve a fresh store (with Contrail's default domain, project and IPAM) on
     `host:port` (0: any free port) in a thread."""
 
@@ -73,12 +75,6 @@ class VncTestServer:
         self._calls_lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     @property
     def writes(self) -> int:
@@ -88,28 +84,6 @@ class VncTestServer:
     def reset_counts(self) -> None:
         with self._calls_lock:
             self.calls.clear()
-
-    def start(self) -> VncTestServer:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vnc-test-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> VncTestServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     # ---- faults --------------------------------------------------------------------------
 
@@ -218,28 +192,22 @@ class VncTestServer:
                 }
                 for r in refs
             ]
-        if not _true(query.get("exclude_children")) or fields:
-            for child in self.store.children_of(obj.uuid):
-                key = f"{child.type.replace('-', '_')}s"
+        related = (
+            ("exclude_children", "s", self.store.children_of),
+            ("exclude_back_refs", "_back_refs", self.store.referrers_of),
+        )
+        for excluded, suffix, found in related:
+            if _true(query.get(excluded)) and not fields:
+                continue
+            for other in found(obj.uuid):
+                key = f"{other.type.replace('-', '_')}{suffix}"
                 if fields and key not in fields:
                     continue
                 rendered.setdefault(key, []).append(
                     {
-                        "to": list(child.fq_name),
-                        "uuid": child.uuid,
-                        "href": f"{self.url}/{child.type}/{child.uuid}",
-                    }
-                )
-        if not _true(query.get("exclude_back_refs")) or fields:
-            for referrer in self.store.referrers_of(obj.uuid):
-                key = f"{referrer.type.replace('-', '_')}_back_refs"
-                if fields and key not in fields:
-                    continue
-                rendered.setdefault(key, []).append(
-                    {
-                        "to": list(referrer.fq_name),
-                        "uuid": referrer.uuid,
-                        "href": f"{self.url}/{referrer.type}/{referrer.uuid}",
+                        "to": list(other.fq_name),
+                        "uuid": other.uuid,
+                        "href": f"{self.url}/{other.type}/{other.uuid}",
                     }
                 )
         return rendered

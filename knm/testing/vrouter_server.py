@@ -20,7 +20,7 @@ from collections import Counter
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from knm.testing.http import JsonHandler
+from knm.testing.http import JsonHandler, ServedOnAThread
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # Port types: 0 a VM's interface, 1 a namespace's, 2 an ESXi port.
@@ -93,7 +93,9 @@ def check_port(port: object) -> dict[str, Any]:
     return dict(port)
 
 
-class VrouterTestServer:
+class VrouterTestServer(ServedOnAThread):
+    thread_name = "vrouter-test-server"
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.ports: dict[str, dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
@@ -101,33 +103,11 @@ class VrouterTestServer:
         self._lock = threading.Lock()
         self._host = host
         self._server = self._bind(host, port)
-        self._thread: threading.Thread | None = None
 
     def _bind(self, host: str, port: int) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer((host, port), _handler(self))
         server.daemon_threads = True
         return server
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> VrouterTestServer:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vrouter-test-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def restart(self, *, downtime: float = 0.2) -> None:
         """Stop, forget every port, serve again on the same port after `downtime`."""
@@ -139,12 +119,6 @@ class VrouterTestServer:
         time.sleep(downtime)
         self._server = self._bind(self._host, port)
         self.start()
-
-    def __enter__(self) -> VrouterTestServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
