@@ -31,8 +31,8 @@ from knm.lab.probe import probe
 from services.agent.linux.namespaces import NamespaceThread
 from tests.lab.conftest import Lab
 
-# "10.254.0.1 . tcp . 3000 . 0x00000001 : 10.0.0.64" in `list map` output
-ADDRESS = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. tcp \. (\d+) \. 0x[0-9a-f]+ : (\d+\.\d+\.\d+\.\d+)")
+# "10.254.0.1 . 0x00000001 : 10.0.0.64" (VIP, slot: backend) in `list map` output
+ADDRESS = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. 0x[0-9a-f]+ : (\d+\.\d+\.\d+\.\d+)")
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> float:
@@ -50,18 +50,14 @@ class Kernel:
         self._thread = NamespaceThread(netns, name="kernel")
         self._nft = self._thread.run(nftables.Nftables)
 
-    def backends(self, vip: str, port: int) -> set[str]:
-        """The backend addresses the node translates `vip`:`port` (TCP) to."""
+    def backends(self, vip: str) -> set[str]:
+        """The backend addresses the node translates `vip` to (its ports share them)."""
 
-        def listed() -> list[tuple[str, str, str]]:
+        def listed() -> list[tuple[str, str]]:
             rc, output, _ = self._nft.cmd("list map ip knm backend_addr")
             return ADDRESS.findall(output) if rc == 0 else []
 
-        return {
-            backend
-            for line_vip, line_port, backend in self._thread.run(listed)
-            if line_vip == vip and int(line_port) == port
-        }
+        return {backend for line_vip, backend in self._thread.run(listed) if line_vip == vip}
 
     def table(self) -> Any:
         def listed() -> Any:
@@ -133,10 +129,9 @@ def test_a_deleted_backend_leaves_its_vip_promptly(lab: Lab) -> None:
     goal stays open."""
     frontend = lab.service("default/frontend")
     client = lab.pod("default/loadgen-")
-    where = (frontend.vip, frontend.ports[0])
     kernel = Kernel(lab.node(client.node).netns)
     facts = Facts(lab)
-    original = kernel.backends(*where)
+    original = kernel.backends(frontend.vip)
     latencies: list[float] = []
 
     def wired(key: str) -> bool:
@@ -150,11 +145,11 @@ def test_a_deleted_backend_leaves_its_vip_promptly(lab: Lab) -> None:
         for i in range(55):
             uid, name = facts.frontend_pod(f"frontend-extra-{i}", node="node-2")
             wait_until(
-                lambda: len(kernel.backends(*where) - original) == 1,
+                lambda: len(kernel.backends(frontend.vip) - original) == 1,
                 timeout=15,
                 what="a new backend",
             )
-            (added,) = kernel.backends(*where) - original
+            (added,) = kernel.backends(frontend.vip) - original
             # The lab wires the pod for real; let that finish so that it does not land
             # inside the next measurement.
             key = f"default/{name}"
@@ -164,7 +159,7 @@ def test_a_deleted_backend_leaves_its_vip_promptly(lab: Lab) -> None:
             facts.delete(uid, name)
             # Read the kernel every millisecond: the time is measured, not slept (a tighter
             # loop only takes a core from the pipeline it measures).
-            while added in kernel.backends(*where):
+            while added in kernel.backends(frontend.vip):
                 assert time.perf_counter() - published < 15, "the backend never left"
                 time.sleep(0.001)
             if i >= 5:
@@ -220,7 +215,6 @@ def test_a_restarted_agent_keeps_established_connections_and_converges(lab: Lab)
     kernel = Kernel(lab.node("node-1").netns)
     before = kernel.table()
     frontend = lab.service("default/frontend")
-    where = (frontend.vip, frontend.ports[0])
     facts = Facts(lab)
     with echo_server(server.netns, 9090):
         connection = NamespaceThread(client.netns, name="client").run(
@@ -243,14 +237,14 @@ def test_a_restarted_agent_keeps_established_connections_and_converges(lab: Lab)
                 assert connection.recv(64) == message
                 exchanged += 1
                 pid = lab.record.processes.get("agent-node-1")
-                return pid not in (None, old) and len(kernel.backends(*where)) == 4
+                return pid not in (None, old) and len(kernel.backends(frontend.vip)) == 4
 
             took = wait_until(back, timeout=60, what="the agent back with the new backend")
             print(f"agent back and converged {took:.1f} s after the kill; {exchanged} echoes")
             connection.sendall(b"after")
             assert connection.recv(64) == b"after"
     facts.delete(uid, name)
-    wait_until(lambda: len(kernel.backends(*where)) == 3, timeout=15, what="the backend gone")
+    wait_until(lambda: len(kernel.backends(frontend.vip)) == 3, timeout=15, what="the backend gone")
     after = kernel.table()
     kernel.close()
     facts.close()

@@ -3,9 +3,10 @@ costs the commands of that piece and not a pass over the whole program.
 
 Pure. Each piece (see `services.agent.program`) contributes content no other piece
 does: the node's piece the pod addresses and sources, a network's piece its members, a
-VIP's piece its map entries, slots and allows. So the difference of a few pieces is the
-difference of the whole table. What pieces share is kept here by count: the spread
-chains (one per kind and backend count in use) and the networks' numbers (one per name in use).
+VIP's piece its routes (one per network allowed in, and port) and slots. So the
+difference of a few pieces is the difference of the whole table. What pieces share is
+kept here by count: the spread chains (one per slot count, start and port in use) and
+the networks' numbers (one per name in use).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from collections.abc import Iterable
 
 from services.agent.linux.ruleset import (
     Json,
+    RouteKey,
+    SlotKey,
     Tables,
     element_changes,
     full,
     number_networks,
-    route_of,
-    vip_slots,
+    vip_layout,
+    vip_tables,
 )
 from services.agent.program import NODE, NodeProgram, Piece
 
@@ -51,7 +54,7 @@ class PieceTables:
         self._uses = uses
         self._names = Counter(name for used in uses.values() for name in used)
         self._chains = Counter(
-            route_of(b) for part in self._parts.values() for b in part.vips.values()
+            chain for part in self._parts.values() for chain in part.routes.values()
         )
         return full(self.tables())
 
@@ -81,12 +84,12 @@ class PieceTables:
             old = self._parts.pop(piece, None)
             if old is not None:
                 before.append(old)
-                self._chains.subtract(route_of(b) for b in old.vips.values())
+                self._chains.subtract(old.routes.values())
             if piece in present:
                 new = _part(program, piece, self.numbers)
                 self._parts[piece] = new
                 after.append(new)
-                self._chains.update(route_of(b) for b in new.vips.values())
+                self._chains.update(new.routes.values())
         self._chains = +self._chains
         return element_changes(
             _merged(gateway, before),
@@ -126,34 +129,30 @@ def _part(program: NodeProgram, piece: Piece, numbers: dict[str, int]) -> Tables
         number = numbers[name]
         return Tables(gateway="", members=frozenset((number, m) for m in program.networks[name]))
     entry = program.vips[name]
-    return Tables(
-        gateway="",
-        allows=frozenset(
-            (numbers[a.from_network], a.vip, spec.protocol.lower(), spec.port)
-            for a in entry.allows
-            for spec in a.ports
-        ),
-        vips=vip_slots(entry.vip_map),
-    )
+    vip = vip_tables(vip_layout(entry.vip_map), allows=entry.allows, numbers=numbers)
+    return Tables(gateway="", routes=vip.routes, slots=vip.slots, slot_ports=vip.slot_ports)
 
 
 def _merged(gateway: str, parts: Iterable[Tables]) -> Tables:
     pod_network: dict[str, int] = {}
     pod_sources: set[tuple[str, str]] = set()
     members: set[tuple[int, str]] = set()
-    allows: set[tuple[int, str, str, int]] = set()
-    vips: dict[tuple[str, str, int], tuple[tuple[str, int], ...]] = {}
+    routes: dict[RouteKey, str] = {}
+    slots: dict[SlotKey, str] = {}
+    slot_ports: dict[SlotKey, int] = {}
     for part in parts:
         pod_network.update(part.pod_network)
         pod_sources |= part.pod_sources
         members |= part.members
-        allows |= part.allows
-        vips.update(part.vips)
+        routes.update(part.routes)
+        slots.update(part.slots)
+        slot_ports.update(part.slot_ports)
     return Tables(
         gateway=gateway,
         pod_network=pod_network,
         pod_sources=frozenset(pod_sources),
         members=frozenset(members),
-        allows=frozenset(allows),
-        vips=vips,
+        routes=routes,
+        slots=slots,
+        slot_ports=slot_ports,
     )

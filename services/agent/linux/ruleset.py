@@ -6,11 +6,19 @@ the commands that build the table from nothing. Everything knm owns lives in one
 `ip knm`; nothing else on the node is named or touched.
 
 Per packet the cost does not grow with the cluster: a pod's network is one map lookup on
-its address, an allowed VIP one set lookup, the VIP one verdict-map lookup, and the
-backend a hash of the flow into a slot and one lookup of (VIP, port, slot) in two shared
-maps (address, port). Nothing exists per service but map elements: a chain per service
-would cost the kernel a walk over all of them on every change, and an anonymous map per
+its address; a connection's first packet to a VIP one verdict-map lookup of (network,
+VIP, protocol, port), the network's route, which exists only where the policy allows
+it; then a hash of the flow into one of the VIP's slots and one lookup of (VIP, slot)
+in a shared map. Nothing exists per service but map elements: a chain per service would
+cost the kernel a walk over all of them on every change, and an anonymous map per
 service a quadratic search for names at 10,000 services.
+
+A VIP costs one element per allowed network and port (its routes) and one per backend
+(its slots), and the keys are short, because libnftables and the kernel spend on each
+element in proportion to its key's parts: at 10,000 services that is what a full build
+costs. A route names the chain that hashes into the VIP's slots, and that chain carries
+what routes share: the slot count, where the port's slots start, and the target port
+when all the port's backends listen on one (else a port per slot, in `backend_port`).
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ import zlib
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from knm.core.events.vrouter import VipMap, VrouterConfigured
+from knm.core.events.vrouter import Allow, VipMap, VrouterConfigured
 
 TABLE = "knm"
 FAMILY = "ip"
@@ -37,14 +45,15 @@ HASH_SEED = 0x6B6E6D
 
 Json = dict[str, Any]
 VipKey = tuple[str, str, int]  # (vip, protocol, port)
-SLOT_KEY = ["ipv4_addr", "inet_proto", "inet_service", "mark"]
+RouteKey = tuple[int, str, str, int]  # (network number, vip, protocol, port)
+SlotKey = tuple[str, int]  # (vip, slot)
+SLOT_KEY = ["ipv4_addr", "mark"]
 _SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
 _DADDR = {"payload": {"protocol": "ip", "field": "daddr"}}
 _SPORT = {"payload": {"protocol": "th", "field": "sport"}}
 _DPORT = {"payload": {"protocol": "th", "field": "dport"}}
 _L4PROTO = {"meta": {"key": "l4proto"}}
 _MARK = {"meta": {"key": "mark"}}
-Backends = tuple[tuple[str, int], ...]  # ((backend ip, target port), ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +67,23 @@ class Tables:
     pod_sources: frozenset[tuple[str, str]] = frozenset()
     # (network number, address) of every member of the networks local pods send from.
     members: frozenset[tuple[int, str]] = frozenset()
-    # (network number, VIP, protocol, port) a network may open connections to.
-    allows: frozenset[tuple[int, str, str, int]] = frozenset()
-    # (VIP, protocol, port) -> its backends, in a fixed order.
-    vips: Mapping[VipKey, Backends] = field(default_factory=dict)
+    # (network number, VIP, protocol, port) -> the spread chain that picks the backend:
+    # a network reaches a VIP's port only through a route of its own.
+    routes: Mapping[RouteKey, str] = field(default_factory=dict)
+    # (VIP, slot) -> a backend's address; and its port, where the route's chain reads
+    # the port per slot.
+    slots: Mapping[SlotKey, str] = field(default_factory=dict)
+    slot_ports: Mapping[SlotKey, int] = field(default_factory=dict)
+
+
+class VipLayout(NamedTuple):
+    """One VIP's spread chain per port and its slots (see `vip_layout`); a tuple, cheap
+    to make 10,000 of."""
+
+    vip: str
+    routes: dict[VipKey, str]
+    slots: dict[SlotKey, str]
+    slot_ports: dict[SlotKey, int]
 
 
 def network_numbers(config: VrouterConfigured, *, previous: Mapping[str, int]) -> dict[str, int]:
@@ -91,9 +113,18 @@ def number_networks(names: Iterable[str], *, previous: Mapping[str, int]) -> dic
 
 
 def desired_tables(config: VrouterConfigured, *, numbers: Mapping[str, int]) -> Tables:
-    vips: dict[VipKey, Backends] = {}
-    for vip_map in config.services:
-        vips.update(vip_slots(vip_map))
+    routes: dict[RouteKey, str] = {}
+    slots: dict[SlotKey, str] = {}
+    slot_ports: dict[SlotKey, int] = {}
+    layouts = {vip_map.vip: vip_layout(vip_map) for vip_map in config.services}
+    allows: dict[str, list[Allow]] = {}
+    for allow in config.allows:
+        allows.setdefault(allow.vip, []).append(allow)
+    for address, layout in layouts.items():
+        vip = vip_tables(layout, allows=allows.get(address, ()), numbers=numbers)
+        routes.update(vip.routes)
+        slots.update(vip.slots)
+        slot_ports.update(vip.slot_ports)
     return Tables(
         gateway=config.gateway,
         pod_network={i.ip: numbers[i.network] for i in config.interfaces},
@@ -103,40 +134,105 @@ def desired_tables(config: VrouterConfigured, *, numbers: Mapping[str, int]) -> 
             for network in config.networks
             for member in network.members
         ),
-        allows=frozenset(
-            (numbers[allow.from_network], allow.vip, spec.protocol.lower(), spec.port)
-            for allow in config.allows
-            for spec in allow.ports
-        ),
-        vips=vips,
+        routes=routes,
+        slots=slots,
+        slot_ports=slot_ports,
     )
 
 
-def vip_slots(vip_map: VipMap) -> dict[VipKey, Backends]:
-    """Per port of the VIP, its backends (address, target port) in a fixed order."""
-    vips: dict[VipKey, Backends] = {}
-    for spec in vip_map.ports:
-        protocol = spec.protocol.lower()
-        backends = sorted(
-            (backend.ip, target)
-            for backend in vip_map.backends
-            for port, proto, target in backend.target_ports
-            if port == spec.port and proto.lower() == protocol
+def vip_layout(vip_map: VipMap) -> VipLayout:
+    """Per port of the VIP, its backends (address, target port) in a fixed order, laid
+    out in the VIP's slots. Ports with the same backends share their slots (the usual
+    case: one set of pods serves every port of a service); a port no backend maps gets
+    no route rather than an empty hash."""
+    vip = vip_map.vip
+    routes: dict[VipKey, str] = {}
+    slots: dict[SlotKey, str] = {}
+    slot_ports: dict[SlotKey, int] = {}
+    starts: dict[tuple[Any, ...], int] = {}
+    specs = vip_map.ports
+    ports = (
+        [(specs[0].protocol.lower(), specs[0].port)]
+        if len(specs) == 1
+        else sorted({(s.protocol.lower(), s.port) for s in specs})
+    )
+    # Written for speed: a full build lays out every VIP of the node (10,000 and more).
+    for protocol, port in ports:
+        chosen = sorted(
+            [
+                (backend.ip, target)
+                for backend in vip_map.backends
+                for mapped, proto, target in backend.target_ports
+                if mapped == port and (proto == protocol or proto.lower() == protocol)
+            ]
         )
-        if backends:
-            vips[(vip_map.vip, protocol, spec.port)] = tuple(backends)
-    return vips
+        if not chosen:
+            continue
+        first = chosen[0][1]
+        shared = first if all(target == first for _, target in chosen) else None
+        # Slots hold addresses, and ports too when the backends' ports differ.
+        content = tuple([a for a, _ in chosen]) if shared is not None else tuple(chosen)
+        start = starts.get(content)
+        if start is None:
+            start = starts[content] = len(slots)
+            index = start
+            for address, target in chosen:
+                slots[(vip, index)] = address
+                if shared is None:
+                    slot_ports[(vip, index)] = target
+                index += 1
+        routes[(vip, protocol, port)] = (
+            f"spread_{len(chosen)}_{start}_{'ports' if shared is None else shared}"
+        )
+    return VipLayout(vip, routes, slots, slot_ports)
 
 
-def spread_chain(count: int, *, per_slot_ports: bool = False) -> str:
-    """The chain that hashes a flow into one of `count` slots and translates it: to the
-    VIP's one target port, or (backends on different ports) to the slot's."""
-    return f"spread_{count}_ports" if per_slot_ports else f"spread_{count}"
+class VipTables(NamedTuple):
+    routes: dict[RouteKey, str]
+    slots: dict[SlotKey, str]
+    slot_ports: dict[SlotKey, int]
 
 
-def parse_spread_chain(chain: str) -> tuple[int, bool]:
-    count, _, kind = chain.removeprefix("spread_").partition("_")
-    return int(count), kind == "ports"
+def vip_tables(
+    layout: VipLayout, *, allows: Iterable[Allow], numbers: Mapping[str, int]
+) -> VipTables:
+    """A VIP's part of the table: a route per network allowed in and port that some
+    backend serves, and the slots those routes hash into (no route, no slots: nothing
+    on this node may reach them)."""
+    routes: dict[RouteKey, str] = {}
+    for allow in allows:
+        number = numbers[allow.from_network]
+        for spec in allow.ports:
+            key = (layout.vip, spec.protocol.lower(), spec.port)
+            chain = layout.routes.get(key)
+            if chain is not None:
+                routes[(number, *key)] = chain
+    if not routes:
+        return VipTables({}, {}, {})
+    chains = set(routes.values())
+    if len(chains) == len(set(layout.routes.values())):
+        return VipTables(routes, layout.slots, layout.slot_ports)
+    # Some port's own slots are reached by no route.
+    used: set[int] = set()
+    for chain in chains:
+        count, start, _ = parse_spread_chain(chain)
+        used.update(range(start, start + count))
+    return VipTables(
+        routes,
+        {key: a for key, a in layout.slots.items() if key[1] in used},
+        {key: p for key, p in layout.slot_ports.items() if key[1] in used},
+    )
+
+
+def spread_chain(count: int, *, start: int = 0, port: int | None = None) -> str:
+    """The chain that hashes a flow into `count` slots from `start` and translates it:
+    to `port`, or (backends on different ports) to the slot's own."""
+    return f"spread_{count}_{start}_{'ports' if port is None else port}"
+
+
+def parse_spread_chain(chain: str) -> tuple[int, int, int | None]:
+    count, start, port = chain.removeprefix("spread_").split("_")
+    return int(count), int(start), None if port == "ports" else int(port)
 
 
 # ---- commands -------------------------------------------------------------------------
@@ -151,7 +247,15 @@ def full(tables: Tables) -> list[Json]:
     ]
     commands += _declarations()
     commands += _fixed_chains(gateway=tables.gateway)
-    commands += changes(Tables(gateway=tables.gateway), tables)
+    # Nothing to compare against: every element is added, in an order the kernel takes
+    # (a route's chain and slots before the route).
+    commands += _elements("add", "pod_network", tables.pod_network.items(), is_map=True)
+    commands += _elements("add", "pod_sources", tables.pod_sources)
+    commands += _elements("add", "members", tables.members)
+    for chain in sorted(chains_of(tables)):
+        commands += _spread(chain)
+    commands += _slot_commands("add", tables.slots, tables.slot_ports)
+    commands += _route_commands("add", tables.routes)
     return commands
 
 
@@ -168,94 +272,75 @@ def element_changes(
 ) -> list[Json]:
     """`changes` for a part of the table: `before` and `after` may hold only some
     pieces' content, and `chains` says which spread chains the whole table needs
-    before and after (a chain is shared by every VIP of its kind and backend count)."""
+    before and after (a chain is shared by every route of its count, start and port)."""
     chains_before, chains_after = chains
     commands: list[Json] = []
-    # A VIP is an entry in `vips` (to its spread chain), a slot per backend in the
-    # backend maps and, when all its backends listen on one port, that port in
-    # `vip_port`; only what differs is touched.
-    old = _vip_elements({k: v for k, v in before.vips.items() if after.vips.get(k) != v})
-    new = _vip_elements({k: v for k, v in after.vips.items() if before.vips.get(k) != v})
-    gone = [_differing(o, n) for o, n in zip(old, new, strict=True)]
-    came = [_differing(n, o) for o, n in zip(old, new, strict=True)]
-    commands += _elements("delete", "allows", before.allows - after.allows)
-    commands += _vip_commands("delete", gone)
+    # A map element whose value changes is taken out and put back with the new one.
+    commands += _route_commands("delete", _differing(before.routes, after.routes))
+    commands += _slot_commands(
+        "delete",
+        _differing(before.slots, after.slots),
+        _differing(before.slot_ports, after.slot_ports),
+    )
     commands += _elements("delete", "members", before.members - after.members)
     commands += _elements("delete", "pod_sources", before.pod_sources - after.pod_sources)
     commands += _elements(
         "delete",
         "pod_network",
-        [
-            [ip, number]
-            for ip, number in sorted(before.pod_network.items())
-            if after.pod_network.get(ip) != number
-        ],
+        sorted(_differing(before.pod_network, after.pod_network).items()),
         is_map=True,
     )
     commands += _elements(
         "add",
         "pod_network",
-        [
-            [ip, number]
-            for ip, number in sorted(after.pod_network.items())
-            if before.pod_network.get(ip) != number
-        ],
+        sorted(_differing(after.pod_network, before.pod_network).items()),
         is_map=True,
     )
     commands += _elements("add", "pod_sources", after.pod_sources - before.pod_sources)
     commands += _elements("add", "members", after.members - before.members)
     for chain in sorted(chains_after - chains_before):
         commands += _spread(chain)
-    commands += _vip_commands("add", came)
+    commands += _slot_commands(
+        "add",
+        _differing(after.slots, before.slots),
+        _differing(after.slot_ports, before.slot_ports),
+    )
+    commands += _route_commands("add", _differing(after.routes, before.routes))
     for chain in sorted(chains_before - chains_after):
         commands.append({"delete": {"chain": _chain(chain)}})
-    commands += _elements("add", "allows", after.allows - before.allows)
     return commands
 
 
-Slot = tuple[str, str, int, int]  # (vip, protocol, port, index)
-
-
-def _vip_elements(vips: Mapping[VipKey, Backends]) -> list[dict[Any, Any]]:
-    """The VIPs' elements, map by map: their routes (the spread chains), their backends'
-    addresses and ports by slot, and their one port where the backends share one."""
-    routes: dict[VipKey, str] = {}
-    addresses: dict[Slot, str] = {}
-    ports: dict[Slot, int] = {}
-    shared: dict[VipKey, int] = {}
-    for key, backends in vips.items():
-        targets = {port for _, port in backends}
-        routes[key] = spread_chain(len(backends), per_slot_ports=len(targets) > 1)
-        for index, (address, port) in enumerate(backends):
-            addresses[(*key, index)] = address
-            if len(targets) > 1:
-                ports[(*key, index)] = port
-        if len(targets) == 1:
-            (shared[key],) = targets
-    return [routes, addresses, ports, shared]
-
-
-def _differing(these: dict[Any, Any], those: dict[Any, Any]) -> dict[Any, Any]:
+def _differing(these: Mapping[Any, Any], those: Mapping[Any, Any]) -> dict[Any, Any]:
     return {k: v for k, v in these.items() if those.get(k) != v}
 
 
-def _vip_commands(verb: str, elements: list[dict[Any, Any]]) -> list[Json]:
-    """Routes go last when added and first when deleted: a route never leads to a slot
-    that is not there."""
-    routes, addresses, ports, shared = elements
-
-    def keyed(mapping: dict[Any, Any], value: Any = lambda v: v) -> list[Any]:
-        return [[{"concat": list(key)}, value(v)] for key, v in sorted(mapping.items())]
-
-    commands = [
-        *_elements(verb, "backend_addr", keyed(addresses), is_map=True),
-        *_elements(verb, "backend_port", keyed(ports), is_map=True),
-        *_elements(verb, "vip_port", keyed(shared), is_map=True),
-    ]
-    route = _elements(
-        verb, "vips", keyed(routes, lambda chain: {"goto": {"target": chain}}), is_map=True
+def _route_commands(verb: str, routes: Mapping[RouteKey, str]) -> list[Json]:
+    return _elements(
+        verb,
+        "vips",
+        [[{"concat": list(key)}, {"goto": {"target": chain}}] for key, chain in routes.items()],
+        is_map=True,
     )
-    return [*route, *commands] if verb == "delete" else [*commands, *route]
+
+
+def _slot_commands(
+    verb: str, slots: Mapping[SlotKey, str], ports: Mapping[SlotKey, int]
+) -> list[Json]:
+    return [
+        *_elements(
+            verb,
+            "backend_addr",
+            [[{"concat": [vip, slot]}, address] for (vip, slot), address in slots.items()],
+            is_map=True,
+        ),
+        *_elements(
+            verb,
+            "backend_port",
+            [[{"concat": [vip, slot]}, port] for (vip, slot), port in ports.items()],
+            is_map=True,
+        ),
+    ]
 
 
 def _table() -> Json:
@@ -276,13 +361,9 @@ def _declarations() -> list[Json]:
         declared("map", "pod_network", "ipv4_addr", map="mark"),
         declared("set", "pod_sources", ["ifname", "ipv4_addr"]),
         declared("set", "members", ["mark", "ipv4_addr"]),
-        declared("set", "allows", ["mark", "ipv4_addr", "inet_proto", "inet_service"]),
-        declared("map", "vips", ["ipv4_addr", "inet_proto", "inet_service"], map="verdict"),
+        declared("map", "vips", ["mark", "ipv4_addr", "inet_proto", "inet_service"], map="verdict"),
         declared("map", "backend_addr", SLOT_KEY, map="ipv4_addr"),
         declared("map", "backend_port", SLOT_KEY, map="inet_service"),
-        declared(
-            "map", "vip_port", ["ipv4_addr", "inet_proto", "inet_service"], map="inet_service"
-        ),
     ]
 
 
@@ -311,8 +392,7 @@ def _fixed_chains(*, gateway: str) -> list[Json]:
 
     established = match({"ct": {"key": "state"}}, ["established", "related"], "in")
     return [
-        # Before NAT, while the destination is still the VIP: which network sends, and
-        # whether that network may open this connection to this VIP and port.
+        # Before NAT, while the destination is still the VIP: which network sends.
         base("classify", "filter", "prerouting", -150),
         rule("classify", match(iifname, VXLAN_IFNAME), {"return": None}),
         rule(
@@ -325,14 +405,22 @@ def _fixed_chains(*, gateway: str) -> list[Json]:
             "classify",
             {"mangle": {"key": mark, "value": {"map": {"key": saddr, "data": "@pod_network"}}}},
         ),
-        rule(
-            "classify",
-            match({"ct": {"key": "state"}}, "new", "in"),
-            match(concat(mark, daddr, l4proto, dport), "@allows"),
-            {"mangle": {"key": {"ct": {"key": "mark"}}, "value": CT_ALLOWED}},
-        ),
+        # A connection's first packet: the network's route to this VIP and port, if it
+        # has one, leads to the spread chain that allows and translates it.
         base("dnat", "nat", "prerouting", -100),
-        rule("dnat", {"vmap": {"key": concat(daddr, l4proto, dport), "data": "@vips"}}),
+        rule("dnat", {"vmap": {"key": concat(mark, daddr, l4proto, dport), "data": "@vips"}}),
+        # A pod's new connection the node has no route for (a VIP its network has no
+        # route to, left untranslated, among them) is dropped, as the policy drops what
+        # it denies, not answered by the routing code. Where the node has a default
+        # route, such a packet is routed and `forward` drops it.
+        base("unrouted", "filter", "prerouting", 0),
+        rule(
+            "unrouted",
+            match({"ct": {"key": "state"}}, "new", "in"),
+            match(iifname, POD_IFNAMES),
+            match({"fib": {"result": "oif", "flags": ["daddr"]}}, False),
+            {"drop": None},
+        ),
         # Pods' traffic: what the policy allows, else dropped. Policy is enforced where a
         # connection starts; the overlay carries only what a vrouter let out.
         {"add": {"chain": _chain("from_pod")}},
@@ -362,18 +450,16 @@ def _fixed_chains(*, gateway: str) -> list[Json]:
 
 
 def _spread(chain: str) -> list[Json]:
-    """The chain for VIPs of one backend count: the flow's hash picks a slot (in the
+    """The chain for routes of one slot count, start and port: a route here is an
+    allowed connection (marked so, for `forward`); the flow's hash picks a slot (in the
     packet mark, free again once NAT is done: `from_pod` sets it back), the slot the
-    backend's address, and the slot or the VIP the port."""
-    count, per_slot_ports = parse_spread_chain(chain)
+    backend's address, and the chain or the slot the port."""
+    count, start, port = parse_spread_chain(chain)
     flow = {"concat": [_SADDR, _SPORT]}
-    slot = {"concat": [_DADDR, _L4PROTO, _DPORT, _MARK]}
-    vip = {"concat": [_DADDR, _L4PROTO, _DPORT]}
-    port = (
-        {"map": {"key": slot, "data": "@backend_port"}}
-        if per_slot_ports
-        else {"map": {"key": vip, "data": "@vip_port"}}
-    )
+    slot = {"concat": [_DADDR, _MARK]}
+    jhash: Json = {"mod": count, "seed": HASH_SEED, "expr": flow}
+    if start:
+        jhash["offset"] = start
     return [
         {"add": {"chain": _chain(chain)}},
         {
@@ -383,17 +469,26 @@ def _spread(chain: str) -> list[Json]:
                     "table": TABLE,
                     "chain": chain,
                     "expr": [
+                        # What routes here is one of these already (the route's key);
+                        # nftables translates a port only after a transport match.
                         {
-                            "mangle": {
-                                "key": _MARK,
-                                "value": {"jhash": {"mod": count, "seed": HASH_SEED, "expr": flow}},
+                            "match": {
+                                "op": "==",
+                                "left": _L4PROTO,
+                                "right": {"set": ["tcp", "udp", "sctp"]},
                             }
                         },
+                        {"mangle": {"key": {"ct": {"key": "mark"}}, "value": CT_ALLOWED}},
+                        {"mangle": {"key": _MARK, "value": {"jhash": jhash}}},
                         {
                             "dnat": {
                                 "family": "ip",
                                 "addr": {"map": {"key": slot, "data": "@backend_addr"}},
-                                "port": port,
+                                "port": (
+                                    {"map": {"key": slot, "data": "@backend_port"}}
+                                    if port is None
+                                    else port
+                                ),
                             }
                         },
                     ],
@@ -404,21 +499,19 @@ def _spread(chain: str) -> list[Json]:
 
 
 def chains_of(tables: Tables) -> set[str]:
-    """The spread chains the table's VIPs are routed to."""
-    return {route_of(backends) for backends in tables.vips.values()}
-
-
-def route_of(backends: Backends) -> str:
-    return spread_chain(len(backends), per_slot_ports=len({p for _, p in backends}) > 1)
+    """The spread chains the table's routes lead to."""
+    return set(tables.routes.values())
 
 
 def _elements(verb: str, name: str, elements: Iterable[Any], *, is_map: bool = False) -> list[Json]:
-    values = [
-        element
+    values = (
+        [list(e) if isinstance(e, tuple) else e for e in elements]
         if is_map
-        else ({"concat": list(element)} if isinstance(element, tuple) else element)
-        for element in (sorted(elements) if not is_map else elements)
-    ]
+        else [
+            {"concat": list(element)} if isinstance(element, tuple) else element
+            for element in sorted(elements)
+        ]
+    )
     if not values:
         return []
     return [{verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": values}}}]

@@ -26,9 +26,11 @@ from services.agent.linux.ruleset import (
     network_numbers,
     parse_spread_chain,
     spread_chain,
+    vip_layout,
 )
 
 TCP80 = PolicyPortSpec(port=80, protocol="TCP")
+HTTPS = PolicyPortSpec(port=443, protocol="TCP")
 
 
 def iface(n: int, network: str) -> LocalInterface:
@@ -43,20 +45,29 @@ def iface(n: int, network: str) -> LocalInterface:
     )
 
 
-def vip(address: str, *backends: int, target: int = 8080, mixed: bool = False) -> VipMap:
-    """A VIP on TCP 80 (and UDP 53, which no backend maps); `mixed`: odd backends
-    listen one port above the others."""
+def vip(
+    address: str,
+    *backends: int,
+    target: int = 8080,
+    mixed: bool = False,
+    https: frozenset[int] = frozenset(),
+) -> VipMap:
+    """A VIP on TCP 80 (and UDP 53, which no backend maps, and TCP 443, which the
+    backends in `https` serve); `mixed`: odd backends listen one port above the others."""
     return VipMap(
         namespace="shop",
         name=f"svc-{address}",
         vip=address,
         network="shop/service-x",
-        ports=(TCP80, PolicyPortSpec(port=53, protocol="UDP")),
+        ports=(TCP80, PolicyPortSpec(port=53, protocol="UDP"), HTTPS),
         backends=tuple(
             VipBackend(
                 ip=f"10.0.0.{b}",
                 node="node-1",
-                target_ports=((80, "TCP", target + (b % 2 if mixed else 0)),),
+                target_ports=(
+                    (80, "TCP", target + (b % 2 if mixed else 0)),
+                    *([(443, "TCP", 8443)] if b in https else []),
+                ),
             )
             for b in backends
         ),
@@ -112,9 +123,55 @@ def test_tables_resolve_each_port_to_its_backends() -> None:
     web, db = numbers["shop/web"], numbers["shop/db"]
     assert tables.pod_network == {"10.0.0.1": web, "10.0.0.2": db}
     assert tables.members == {(web, "10.0.0.1"), (db, "10.0.0.2")}
-    assert tables.allows == {(web, "10.254.0.1", "tcp", 80)}
-    # UDP 53 is a service port no backend maps: no entry rather than an empty hash.
-    assert tables.vips == {("10.254.0.1", "tcp", 80): (("10.0.0.1", 8080), ("10.0.0.2", 8080))}
+    # The web network's route to the VIP; UDP 53 is a service port no backend maps: no
+    # route rather than an empty hash.
+    assert tables.routes == {(web, "10.254.0.1", "tcp", 80): spread_chain(2, port=8080)}
+    assert tables.slots == {("10.254.0.1", 0): "10.0.0.1", ("10.254.0.1", 1): "10.0.0.2"}
+    assert tables.slot_ports == {}
+
+
+def test_ports_served_by_the_same_backends_share_their_slots() -> None:
+    https = PolicyPortSpec(port=443, protocol="TCP")
+    metrics = PolicyPortSpec(port=9100, protocol="TCP")
+
+    def backend(n: int, *extra: tuple[int, str, int]) -> VipBackend:
+        return VipBackend(
+            ip=f"10.0.0.{n}",
+            node="node-1",
+            target_ports=((80, "TCP", 8080), (443, "TCP", 8443), *extra),
+        )
+
+    layout = vip_layout(
+        VipMap(
+            namespace="shop",
+            name="web",
+            vip="10.254.0.1",
+            network="shop/service-web",
+            ports=(TCP80, https, metrics),
+            # Only the second backend serves metrics.
+            backends=(backend(2), backend(1, (9100, "TCP", 9100))),
+        )
+    )
+
+    assert layout.routes == {
+        ("10.254.0.1", "tcp", 80): spread_chain(2, start=0, port=8080),
+        ("10.254.0.1", "tcp", 443): spread_chain(2, start=0, port=8443),
+        ("10.254.0.1", "tcp", 9100): spread_chain(1, start=2, port=9100),
+    }
+    assert layout.slots == {
+        ("10.254.0.1", 0): "10.0.0.1",
+        ("10.254.0.1", 1): "10.0.0.2",
+        ("10.254.0.1", 2): "10.0.0.1",
+    }
+    assert layout.slot_ports == {}
+    assert parse_spread_chain(spread_chain(1, start=2, port=9100)) == (1, 2, 9100)
+    assert parse_spread_chain(spread_chain(3)) == (3, 0, None)
+
+
+def test_a_vip_no_local_network_may_reach_costs_nothing() -> None:
+    config = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 2),), allows=0)
+    tables = desired_tables(config, numbers=network_numbers(config, previous={}))
+    assert (tables.routes, tables.slots, tables.slot_ports) == ({}, {}, {})
 
 
 def test_nothing_changed_no_commands() -> None:
@@ -125,8 +182,10 @@ def test_nothing_changed_no_commands() -> None:
 
 def test_a_backend_change_rewrites_only_that_vips_chain() -> None:
     vips = (vip("10.254.0.1", 1, 2), vip("10.254.0.2", 1, 2))
-    before = program(pods={1: "shop/web", 2: "shop/web"}, vips=vips)
-    after = program(pods={1: "shop/web", 2: "shop/web"}, vips=(vip("10.254.0.1", 1), vips[1]))
+    before = program(pods={1: "shop/web", 2: "shop/web"}, vips=vips, allows=2)
+    after = program(
+        pods={1: "shop/web", 2: "shop/web"}, vips=(vip("10.254.0.1", 1), vips[1]), allows=2
+    )
     numbers = network_numbers(before, previous={})
 
     commands = changes(
@@ -144,7 +203,7 @@ def test_a_backend_change_rewrites_only_that_vips_chain() -> None:
     assert touched == [
         ("delete", "element", "vips"),
         ("delete", "element", "backend_addr"),
-        ("add", "chain", spread_chain(1)),
+        ("add", "chain", spread_chain(1, port=8080)),
         ("add", "rule", None),
         ("add", "element", "vips"),
     ]
@@ -159,8 +218,8 @@ def test_a_backend_change_rewrites_only_that_vips_chain() -> None:
 
 
 def test_a_swapped_backend_rewrites_only_its_slot() -> None:
-    before = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 2),))
-    after = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 3),))
+    before = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 2),), allows=1)
+    after = program(pods={1: "shop/web"}, vips=(vip("10.254.0.1", 1, 3),), allows=1)
     numbers = network_numbers(before, previous={})
 
     commands = changes(
@@ -172,7 +231,7 @@ def test_a_swapped_backend_rewrites_only_its_slot() -> None:
         ("add", "backend_addr"),
     ]
     (added,) = commands[1]["add"]["element"]["elem"]
-    assert added == [{"concat": ["10.254.0.1", "tcp", 80, 1]}, "10.0.0.3"]
+    assert added == [{"concat": ["10.254.0.1", 1]}, "10.0.0.3"]
 
 
 def test_backends_on_different_ports_take_a_port_per_slot() -> None:
@@ -185,8 +244,8 @@ def test_backends_on_different_ports_take_a_port_per_slot() -> None:
             )
         }
     )
-    before = program(pods={1: "shop/web"}, vips=(shared,))
-    after = program(pods={1: "shop/web"}, vips=(mixed,))
+    before = program(pods={1: "shop/web"}, vips=(shared,), allows=1)
+    after = program(pods={1: "shop/web"}, vips=(mixed,), allows=1)
     numbers = network_numbers(before, previous={})
 
     commands = changes(
@@ -199,16 +258,16 @@ def test_backends_on_different_ports_take_a_port_per_slot() -> None:
         for verb, body in c.items()
         if "element" in body
     }
-    assert elements[("delete", "vip_port")] == [[{"concat": ["10.254.0.1", "tcp", 80]}, 8080]]
+    # The addresses stay in their slots; the ports join them, and the route moves to
+    # the chain that reads them.
+    assert ("add", "backend_addr") not in elements
     assert elements[("add", "backend_port")] == [
-        [{"concat": ["10.254.0.1", "tcp", 80, 0]}, 8080],
-        [{"concat": ["10.254.0.1", "tcp", 80, 1]}, 9090],
+        [{"concat": ["10.254.0.1", 0]}, 8080],
+        [{"concat": ["10.254.0.1", 1]}, 9090],
     ]
+    web = numbers["shop/web"]
     assert elements[("add", "vips")] == [
-        [
-            {"concat": ["10.254.0.1", "tcp", 80]},
-            {"goto": {"target": spread_chain(2, per_slot_ports=True)}},
-        ]
+        [{"concat": [web, "10.254.0.1", "tcp", 80]}, {"goto": {"target": spread_chain(2)}}]
     ]
 
 
@@ -264,29 +323,23 @@ class Table:
                 members.remove(key)
 
     def consistent(self) -> bool:
-        """Every VIP entry leads to an existing spread chain whose slot count its backend
-        slots fill exactly, with its port per slot or for the VIP as the chain reads it;
-        no spread chain, slot or port is left over."""
+        """Every route leads to an existing spread chain whose slots (its count from its
+        start) are all there, with a port per slot where the chain reads one; no spread
+        chain, slot or port is left over."""
         entries = [json.loads(e) for e in self.sets.get("vips", set())]
         routes = {tuple(key["concat"]): verdict["goto"]["target"] for key, verdict in entries}
-        slots, ported, shared = set(), set(), set()
-        for key, target in routes.items():
-            count, per_slot = parse_spread_chain(target)
-            indexed = {(*key, index) for index in range(count)}
+        slots, ported = set(), set()
+        for (_, address, _, _), target in routes.items():
+            count, start, port = parse_spread_chain(target)
+            indexed = {(address, index) for index in range(start, start + count)}
             slots |= indexed
-            if per_slot:
+            if port is None:
                 ported |= indexed
-            else:
-                shared.add(key)
 
         def keys(name: str) -> set[tuple[Any, ...]]:
             return {tuple(json.loads(e)[0]["concat"]) for e in self.sets.get(name, set())}
 
-        if (keys("backend_addr"), keys("backend_port"), keys("vip_port")) != (
-            slots,
-            ported,
-            shared,
-        ):
+        if (keys("backend_addr"), keys("backend_port")) != (slots, ported):
             return False
         spreads = {name for name in self.chains if name.startswith("spread_")}
         return set(routes.values()) == spreads
@@ -303,9 +356,13 @@ def programs(draw: st.DrawFn) -> VrouterConfigured:
     vips = tuple(
         vip(
             f"10.254.0.{a}",
-            *draw(st.lists(st.integers(1, 12), unique=True, max_size=4)),
+            *(backends := draw(st.lists(st.integers(1, 12), unique=True, max_size=4))),
             target=draw(st.sampled_from([80, 8080])),
             mixed=draw(st.booleans()),
+            # All of them (the slots shared with port 80), some, or none.
+            https=draw(
+                st.sampled_from([frozenset(), frozenset(backends), frozenset(backends[:1])])
+            ),
         )
         for a in addresses
     )
