@@ -71,6 +71,7 @@ class Agent:
         self._group = group or topics.group(f"agent-{node}")
         self._batch_size = batch_size
         self._consumer: Consumer | None = None
+        self._vrouter_partition = -1
         self._dead_letters = bus.publisher()
         self._horizon: dict[TopicPartition, int] = {}
         self._read: dict[TopicPartition, int] = {}
@@ -108,6 +109,7 @@ class Agent:
         self._consumer = self._bus.consumer(
             group=self._group, topics=topics, positions=from_beginning
         )
+        self._vrouter_partition = self._bus.partition_of(self._topics.vrouter, self.node)
 
     def step(self, *, timeout: float = 0.0) -> int:
         """Apply one batch of commands and programs; returns the records consumed."""
@@ -139,7 +141,8 @@ class Agent:
                 self._program()
             self._changed.notify_all()
         if positions:
-            self._consumer.commit(positions)
+            # Progress only (the agent replays from the beginning): not waited for.
+            self._consumer.commit(positions, wait=False)
         return len(records)
 
     def _take(self, message: Envelope) -> None:
@@ -197,6 +200,14 @@ class Agent:
     def _decode(self, record: Record) -> Envelope | None:
         # Both topics are keyed by node: skip other nodes' messages without decoding them.
         if record.key != OVERLAY_KEY and not is_node_key(record.key, self.node):
+            return None
+        # A node's pieces all go to its node's partition, in order; one found elsewhere
+        # was placed by an earlier layout (key by key) and may be older than its twin.
+        if (
+            record.topic == self._topics.vrouter
+            and record.key != OVERLAY_KEY
+            and record.partition != self._vrouter_partition
+        ):
             return None
         try:
             return decode(record.value)

@@ -151,7 +151,8 @@ class Allocator:
             raise
         self._last_catch_up = time.monotonic()
         try:
-            consumer.commit(positions)
+            # The positions that count went with the results; this shows progress.
+            consumer.commit(positions, wait=False)
         except Exception as error:
             log.warning("offsets not committed to the bus", extra={"error": str(error)})
         self.applied += applied

@@ -23,7 +23,7 @@ from knm.core.events.vrouter import (
     VrouterNodeConfigured,
     VrouterPiece,
 )
-from knm.core.topics import OVERLAY_KEY, Topics
+from knm.core.topics import OVERLAY_KEY, Topics, piece_of_key
 from services.applier.backend import Cause
 from services.applier.model import DesiredModel, Dirty
 from services.applier.native import (
@@ -96,6 +96,8 @@ class NativeBackend:
                     OutgoingMessage(
                         topic=self._topics.vrouter,
                         key=key,
+                        # A node's pieces travel together and in order: one partition.
+                        partition_key=None if key == OVERLAY_KEY else piece_of_key(key)[0],
                         value=encode(
                             envelope(
                                 payload,

@@ -18,7 +18,7 @@ import time
 from knm.core.bus.protocol import Bus, Consumer, Record, TopicPartition, from_beginning
 from knm.core.deadletters import dead_letter
 from knm.core.events.codec import UndecodableError, decode
-from knm.core.topics import Topics
+from knm.core.topics import OVERLAY_KEY, Topics, piece_of_key
 from services.applier.backend import Backend, Cause
 from services.applier.model import DesiredModel, Dirty
 from services.applier.native_backend import NativeBackend
@@ -114,7 +114,8 @@ class Applier:
             self._touched = False
             self._last_sync = time.monotonic()
         if positions:
-            self._consumer.commit(positions)
+            # Progress only (the applier replays from the beginning): not waited for.
+            self._consumer.commit(positions, wait=False)
         return len(records)
 
     def _apply(self, record: Record) -> None:
@@ -154,6 +155,12 @@ class Applier:
     def _recall(self, record: Record) -> None:
         # After the replay the topic only echoes what this run published itself.
         if not self.replaying or record.key is None:
+            return
+        # A piece outside its node's partition was placed by an earlier layout (key by
+        # key): left out, so that the first sync publishes it where agents read it.
+        if record.key != OVERLAY_KEY and record.partition != self._bus.partition_of(
+            self._topics.vrouter, piece_of_key(record.key)[0]
+        ):
             return
         try:
             message = decode(record.value)

@@ -118,12 +118,22 @@ class KafkaPublisher:
                 key=message.key.encode(),
                 value=message.value,
                 headers=list(message.headers),
+                partition=(
+                    None
+                    if message.partition_key is None
+                    else self._partition(message.topic, message.partition_key)
+                ),
             )
             for message in messages
         ]
         self._producer.flush()
         for future in futures:
             future.get(timeout=30)
+
+    def _partition(self, topic: str, key: str) -> int:
+        """Where the producer's own partitioner would put `key` (as `partition_of` says)."""
+        count = len(self._producer.partitions_for(topic))
+        return int(murmur2(key.encode()) & 0x7FFFFFFF) % count
 
     def close(self) -> None:
         if self._producer is not None:
@@ -181,11 +191,16 @@ class KafkaBusConsumer:
                 )
         return records
 
-    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
-        if positions:
-            self._consumer.commit(
-                {_theirs(tp): OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()}
-            )
+    def commit(self, positions: Mapping[TopicPartition, int], *, wait: bool = True) -> None:
+        if not positions:
+            return
+        offsets = {
+            _theirs(tp): OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()
+        }
+        if wait:
+            self._consumer.commit(offsets)
+        else:
+            self._consumer.commit_async(offsets)
 
     def seek(self, positions: Mapping[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()

@@ -69,7 +69,7 @@ class MemoryBus:
         with self._lock:
             for message in messages:
                 log = self._log(message.topic)
-                partition = self.partition_of(message.topic, message.key)
+                partition = self.partition_of(message.topic, message.partition_key or message.key)
                 entries = log[partition]
                 entries.append(
                     Record(
@@ -198,7 +198,7 @@ class MemoryConsumer:
                 records.extend(found)
         return records
 
-    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+    def commit(self, positions: Mapping[TopicPartition, int], *, wait: bool = True) -> None:
         self._bus._commit(self.group, positions)
 
     def seek(self, positions: Mapping[TopicPartition, int]) -> None:

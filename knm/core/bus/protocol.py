@@ -22,6 +22,9 @@ class OutgoingMessage:
     key: str
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    # Decides the partition instead of the key, when several keys must keep their
+    # order among themselves and arrive together (one node's vrouter pieces).
+    partition_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +63,11 @@ class Publisher(Protocol):
 class Consumer(Protocol):
     def poll(self, *, max_records: int, timeout: float) -> list[Record]: ...
 
-    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
-        """Record, for the group, the next offset to read of each partition."""
+    def commit(self, positions: Mapping[TopicPartition, int], *, wait: bool = True) -> None:
+        """Record, for the group, the next offset to read of each partition. `wait=False`
+        sends it without waiting for the answer: for a consumer that keeps its positions
+        elsewhere too (with its results, or by replaying from the beginning), to whom a
+        lost commit costs nothing and a round trip before its next poll costs latency."""
 
     def seek(self, positions: Mapping[TopicPartition, int]) -> None:
         """Read these assigned partitions from these offsets next."""

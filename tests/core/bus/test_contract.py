@@ -179,6 +179,28 @@ def test_partition_of_says_where_a_key_goes(bus: Bus, topic: str) -> None:
     consumer.close()
 
 
+def test_a_partition_key_keeps_several_keys_together_and_in_order(bus: Bus, topic: str) -> None:
+    nodes = [f"node-{i}" for i in range(8)]
+    messages = [
+        OutgoingMessage(topic, f"{node}/piece-{i}", f"{node}:{i}".encode(), partition_key=node)
+        for i in range(6)
+        for node in nodes
+    ]
+    publisher = bus.publisher()
+    publisher.publish(messages)
+    publisher.close()
+    consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
+    records = drain(consumer, expect=len(messages))
+    assert len(records) == len(messages)
+    for node in nodes:
+        mine = [r for r in records if r.key is not None and r.key.startswith(f"{node}/")]
+        assert {r.partition for r in mine} == {bus.partition_of(topic, node)}
+        assert [r.value.decode() for r in sorted(mine, key=lambda r: r.offset)] == [
+            f"{node}:{i}" for i in range(6)
+        ]
+    consumer.close()
+
+
 def test_seek_rereads_from_the_given_offsets(bus: Bus, topic: str) -> None:
     publish(bus, topic, [("k", f"v{i}") for i in range(6)])
     consumer = bus.consumer(group=f"{topic}-g", topics=[topic])
