@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,7 +142,13 @@ def run(
 
 @lab_app.command("down")
 @reported
-def down(*, name: NameOption = "knm-lab") -> None:
+def down(
+    *,
+    name: NameOption = "knm-lab",
+    keep_logs: Annotated[
+        bool, typer.Option("--keep-logs", help="Leave the lab's process logs behind.")
+    ] = False,
+) -> None:
     """Remove everything the lab made, and nothing else."""
     found = record.load(name)
     if found is not None and _alive(found.daemon_pid):
@@ -163,6 +170,11 @@ def down(*, name: NameOption = "knm-lab") -> None:
     # Namespaces are named for their lab: any left by an earlier crash go too.
     layout = Layout(name)
     remove_namespaces(sorted(ns for ns in existing() if layout.owns(ns)))
+    directory = record.lab_dir(name)
+    if keep_logs and directory.exists():
+        print(f"lab {name} is down (logs kept in {directory})")
+        return
+    shutil.rmtree(directory, ignore_errors=True)
     print(f"lab {name} is down")
 
 

@@ -6,6 +6,7 @@ import secrets
 from collections import Counter
 from pathlib import Path
 
+from knm.lab import record as lab_record
 from knm.lab.probe import probe
 from knm.lab.topology import existing
 from tests.lab.conftest import Lab, bring_up, example, knm, take_down
@@ -115,10 +116,13 @@ def test_down_removes_what_the_lab_made(lab: Lab) -> None:
     # Checked on a second, short-lived lab so the module's lab stays up.
     other = bring_up(f"knmt-{secrets.token_hex(2)}", example(), nodes=1)
     made = set(other.record.namespaces) | {p.netns for p in other.record.pods}
+    logs = lab_record.lab_dir(other.name)
+    assert (logs / "daemon.log").exists()
     take_down(other)
 
     left = existing()
     assert not made & left
+    assert not logs.exists()
     assert lab.record.namespaces[0] in left
     again = knm("lab", "down", "--name", other.name)
     assert again.returncode == 0
