@@ -22,6 +22,8 @@ from services.agent.linux.ruleset import (
     element_changes,
     full,
     number_networks,
+    outgrown,
+    sizes,
     vip_layout,
     vip_tables,
 )
@@ -37,6 +39,9 @@ class PieceTables:
         self._names: Counter[str] = Counter()
         # Per spread chain, the VIP ports routed to it.
         self._chains: Counter[str] = Counter()
+        # The sizes the big maps were declared with, and what they hold.
+        self._declared: dict[str, int] = {}
+        self._counts: Counter[str] = Counter()
 
     @property
     def built(self) -> bool:
@@ -56,7 +61,10 @@ class PieceTables:
         self._chains = Counter(
             chain for part in self._parts.values() for chain in part.routes.values()
         )
-        return full(self.tables())
+        tables = self.tables()
+        self._declared = sizes(tables)
+        self._counts = _counts(tables)
+        return full(tables)
 
     def update(self, program: NodeProgram, changed: Iterable[Piece]) -> list[Json]:
         """The commands that take the table from what it holds to `program`, given the
@@ -85,12 +93,17 @@ class PieceTables:
             if old is not None:
                 before.append(old)
                 self._chains.subtract(old.routes.values())
+                self._counts.subtract(_counts(old))
             if piece in present:
                 new = _part(program, piece, self.numbers)
                 self._parts[piece] = new
                 after.append(new)
                 self._chains.update(new.routes.values())
+                self._counts.update(_counts(new))
         self._chains = +self._chains
+        if outgrown(self._declared, counts=self._counts):
+            # A map declared with a size holds no more: the table is built with more room.
+            return self.rebuild(program)
         return element_changes(
             _merged(gateway, before),
             _merged(gateway, after),
@@ -131,6 +144,16 @@ def _part(program: NodeProgram, piece: Piece, numbers: dict[str, int]) -> Tables
     entry = program.vips[name]
     vip = vip_tables(vip_layout(entry.vip_map), allows=entry.allows, numbers=numbers)
     return Tables(gateway="", routes=vip.routes, slots=vip.slots, slot_ports=vip.slot_ports)
+
+
+def _counts(tables: Tables) -> Counter[str]:
+    return Counter(
+        {
+            "vips": len(tables.routes),
+            "backend_addr": len(tables.slots),
+            "backend_port": len(tables.slot_ports),
+        }
+    )
 
 
 def _merged(gateway: str, parts: Iterable[Tables]) -> Tables:

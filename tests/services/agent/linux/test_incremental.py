@@ -3,12 +3,14 @@ is the one a fresh build of the same program makes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knm.core.events.vrouter import VrouterConfigured
 from services.agent.linux.incremental import PieceTables
-from services.agent.linux.ruleset import desired_tables, full
+from services.agent.linux.ruleset import MIN_CAPACITY, capacity, desired_tables, full
 from services.agent.program import NODE, NodeProgram, vip_piece
 from tests.services.agent.linux.test_ruleset import Table, program, programs, vip
 
@@ -77,3 +79,31 @@ def test_a_new_gateway_rebuilds_the_table() -> None:
 
     assert changed == {NODE}
     assert commands[:3] == full(state.tables())[:3]  # the table made again
+
+
+def test_maps_outgrowing_their_declared_size_are_built_again_with_more_room() -> None:
+    def declared(commands: list[dict[str, Any]]) -> dict[str, int]:
+        return {
+            body["map"]["name"]: body["map"]["size"]
+            for command in commands
+            for verb, body in command.items()
+            if verb == "add" and "map" in body and "size" in body["map"]
+        }
+
+    def config(count: int) -> VrouterConfigured:
+        vips = tuple(vip(f"10.254.{n // 250}.{n % 250 + 1}", 1, 2, 3, 4) for n in range(count))
+        return program(pods={1: "shop/web"}, vips=vips, allows=count)
+
+    folded = NodeProgram("node-1")
+    folded.take(config(10))
+    state = PieceTables()
+    assert declared(state.rebuild(folded))["backend_addr"] == MIN_CAPACITY
+
+    # Up to the declared size: changes as usual.
+    grown = state.update(folded, folded.take(config(MIN_CAPACITY // 4)))
+    assert declared(grown) == {}
+    # Past it: the whole table again, with room for the slots to double.
+    commands = state.update(folded, folded.take(config(MIN_CAPACITY // 4 + 1)))
+    assert commands[:3] == full(state.tables())[:3]
+    assert declared(commands)["backend_addr"] == capacity(MIN_CAPACITY + 4) == 4 * MIN_CAPACITY
+    assert capacity(0) == MIN_CAPACITY
