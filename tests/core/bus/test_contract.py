@@ -12,6 +12,7 @@ from knm.core.bus.kafka import KafkaBus
 from knm.core.bus.memory import MemoryBus
 from knm.core.bus.protocol import Bus, Consumer, OutgoingMessage, Record, TopicPartition
 from knm.core.topics import TopicSpec
+from knm.lab.backing import delete_topics
 
 BUSES = ["memory", "kafka"]
 
@@ -25,10 +26,12 @@ def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
 
 
 @pytest.fixture
-def topic(bus: Bus) -> str:
+def topic(bus: Bus) -> Iterator[str]:
     name = f"contract-{uuid.uuid4().hex[:8]}"
     bus.create_topics([TopicSpec(name, partitions=4)])
-    return name
+    yield name
+    if isinstance(bus, KafkaBus):
+        delete_topics(bootstrap=bus.bootstrap, prefix=name)
 
 
 def drain(consumer: Consumer, *, expect: int, rounds: int = 300) -> list[Record]:
