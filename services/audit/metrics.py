@@ -89,7 +89,7 @@ class DatabaseCollector(Collector):
             family = CounterMetricFamily(
                 f"knm_address_{name}", f"Addresses {action}, by kind", labels=["kind"]
             )
-            for kind in ("pod", "service", "floating"):
+            for kind in ("pod", "service", "floating", "public"):
                 family.add_metric([kind], float(counts.get((kind, action), 0)))
             yield family
         for field in ("capacity", "used", "quarantined", "free"):
