@@ -106,7 +106,7 @@ def test_each_service_runs_its_knm_command_with_variables_knm_reads(
         assert container["envFrom"] == [{"configMapRef": {"name": "knm-config"}}]
 
 
-def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_annotate_pods() -> (
+def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_write_back() -> (
     None
 ):
     from services.watcher.live import RESOURCES
@@ -126,11 +126,12 @@ def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_
         for verb in rule["verbs"]
     }
     watched = {
-        ("" if r.api_version == "v1" else "apps", r.plural, verb)
+        # The API group: "" for the core v1, else what comes before the version.
+        (r.api_version.rpartition("/")[0], r.plural, verb)
         for r in RESOURCES
         for verb in ("get", "list", "watch")
     }
-    assert granted == watched | {("", "pods", "patch")}
+    assert granted == watched | {("", "pods", "patch"), ("", "services/status", "patch")}
     binding = found["ClusterRoleBinding/knm-watcher"]
     assert binding["roleRef"]["name"] == "knm-watcher"
     assert binding["subjects"] == [
