@@ -349,3 +349,55 @@ def test_load_balancers_get_public_addresses_released_with_the_type_or_the_servi
     with engine.connect() as connection:
         services = {s["name"]: s for s in plan_document(connection)["services"]}
     assert services["new"]["public_ip"] == "10.1.0.4"
+
+
+def test_endpoint_slices_and_network_policies_are_consumed_and_not_acted_on(
+    engine: Engine, bus: MemoryBus
+) -> None:
+    """No rule uses them yet: they are recorded as applied (never redelivered work, never
+    dead letters) and change nothing of the model."""
+    from knm.core.events.base import envelope
+    from knm.core.events.codec import encode
+    from knm.core.events.facts import (
+        EndpointSliceDeleted,
+        EndpointSliceObserved,
+        EndpointSpec,
+        NetworkPolicyDeleted,
+        NetworkPolicyObserved,
+    )
+
+    publish(bus, seed_observations())
+    events: list[
+        EndpointSliceObserved | NetworkPolicyObserved | EndpointSliceDeleted | NetworkPolicyDeleted
+    ] = [
+        EndpointSliceObserved(
+            uid="es",
+            namespace="default",
+            name="redis-x",
+            service="redis",
+            endpoints=(EndpointSpec(addresses=("10.0.0.1",), pod_uid="p-redis"),),
+        ),
+        NetworkPolicyObserved(uid="np", namespace="default", name="deny"),
+        EndpointSliceDeleted(uid="es", namespace="default", name="redis-x"),
+        NetworkPolicyDeleted(uid="np", namespace="default", name="deny"),
+    ]
+    later = [
+        envelope(event, key=f"{event.TYPE}/default/{event.name}", occurred_at=T0)
+        for event in events
+    ]
+    bus.publisher().publish(
+        [OutgoingMessage(TOPICS.facts, "default", encode(message)) for message in later]
+    )
+    allocator = make(engine, bus)
+    run_until_idle(allocator)
+    with engine.connect() as connection:
+        document = plan_document(connection)
+        applied = tracking.already_applied(
+            connection, consumer=TOPICS.group("allocator"), event_ids=[str(m.id) for m in later]
+        )
+
+    assert applied == {str(m.id) for m in later}
+    assert allocator.applied == len(seed_observations()) + len(later)
+    assert allocator.dead_lettered == 0
+    assert bus.records(TOPICS.dead_letters) == []
+    assert [p["name"] for p in document["pods"]] == ["redis", "web"]

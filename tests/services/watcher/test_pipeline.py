@@ -328,7 +328,10 @@ def test_a_restarted_watcher_publishes_only_what_changed(
     ours = {key for key in keys if f"/{namespace}/" in key or key.endswith(f"/{namespace}")}
     (added,) = [key for key in ours if key.startswith("Pod/")]
     assert added.rsplit("/", 1)[1] in names
-    assert ours == {f"ReplicationController/{namespace}/frontend", added}, ours
+    # The frontend service's endpoint slice changed too: it has the new pod.
+    slices = {key for key in ours if key.startswith("EndpointSlice/")}
+    assert [key.rsplit("/", 1)[1].rsplit("-", 1)[0] for key in slices] == ["frontend"], ours
+    assert ours - slices == {f"ReplicationController/{namespace}/frontend", added}, ours
 
 
 def new_keys(pipeline: Pipeline, *, since: dict[TopicPartition, int]) -> set[str]:
