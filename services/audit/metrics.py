@@ -75,6 +75,7 @@ class DatabaseCollector(Collector):
                     connection,
                     pod_pools=self._settings.pod_pools,
                     service_pools=self._settings.service_pools,
+                    public_pools=self._settings.public_pools,
                     block_prefix=self._settings.block_prefix,
                     now=self._clock(),
                 )

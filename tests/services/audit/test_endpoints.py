@@ -350,6 +350,17 @@ def test_pools_count_used_quarantined_and_free(client: TestClient) -> None:
         "blocks_total": None,
         "blocks_claimed": None,
     }
+    # db-admin's public address too (a LoadBalancer, deleted at T0+120 s).
+    assert pools["10.1.0.0/16"] == {
+        "pool": "10.1.0.0/16",
+        "kind": "public",
+        "capacity": 65534,
+        "used": 0,
+        "quarantined": 1,
+        "free": 65533,
+        "blocks_total": None,
+        "blocks_claimed": None,
+    }
     assert body["blocks"] == [
         {
             "cidr": "10.0.0.0/26",
