@@ -297,6 +297,16 @@ def test_public_addresses_go_to_load_balancers_only_unique_and_as_soon_as_one_is
     pool = IPv4Network("10.1.0.0/30")
     custom = NetworkSettings(quarantine=timedelta(seconds=quarantine), public_pools=(pool,))
     state, batches = run(observations, settings_=custom)
+    # Stable: a load balancer that stays one keeps its address, step after step.
+    stepped = ClusterState(collection_label="name")
+    model = NetworkModel(stepped, custom)
+    for step, observation in enumerate(observations):
+        before = {uid: r.public_ip for uid, r in stepped.services.items()}
+        model.apply(observation, cause(step))
+        for uid, ip in before.items():
+            after = stepped.services.get(uid)
+            if ip is not None and after is not None and wants_public(after.spec):
+                assert after.public_ip == ip, (uid, observation)
     held = [r.public_ip for r in state.services.values() if r.public_ip is not None]
     assert len(set(held)) == len(held)
     assert all(
