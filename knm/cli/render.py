@@ -47,12 +47,13 @@ def model_tables(document: dict[str, list[dict[str, Any]]]) -> list[Table]:
         )
 
     services = Table(title="Services", title_justify="left")
-    for column in ("service", "VIP", "ports", "network", "backends"):
+    for column in ("service", "VIP", "public", "ports", "network", "backends"):
         services.add_column(column)
     for service in document["services"]:
         services.add_row(
             f"{service['namespace']}/{service['name']}",
             service["vip"] or "None (headless)",
+            service.get("public_ip") or "-",
             _ports(service["ports"], target=True),
             service["network"] or "-",
             "\n".join(service["backends"]) or "-",

@@ -36,7 +36,7 @@ from knm.runtime.health import Health
 from knm.runtime.process import Service, run, stop_on_signals
 from services.watcher.informer import Informer
 from services.watcher.live import LiveSource
-from services.watcher.writeback import KubernetesPodAnnotator
+from services.watcher.writeback import KubernetesPodAnnotator, KubernetesServiceIngress
 
 
 def _serve(
@@ -76,7 +76,10 @@ def watcher(
     ] = 300.0,
     write_back: Annotated[
         bool,
-        typer.Option(help="Without -f: annotate pods with their interfaces (knm.io/interface)."),
+        typer.Option(
+            help="Without -f: annotate pods with their interfaces (knm.io/interface), and "
+            "give LoadBalancer services their public address (status.loadBalancer.ingress)."
+        ),
     ] = True,
     kubeconfig: Annotated[
         str | None, typer.Option(help="Without -f: the cluster (default KNM_KUBECONFIG).")
@@ -99,7 +102,10 @@ def watcher(
         api = _cluster_client(config)
         informer = Informer(LiveSource(api), resync=resync)
         annotator = KubernetesPodAnnotator(api) if write_back else None
-        process = LiveWatcherProcess(informer=informer, settings=config, annotator=annotator)
+        ingress = KubernetesServiceIngress(api) if write_back else None
+        process = LiveWatcherProcess(
+            informer=informer, settings=config, annotator=annotator, ingress=ingress
+        )
     _serve(process, name="watcher", health=process.health(), port=health_port, host=health_host)
 
 

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     pod_pools: Annotated[list[IPv4Network], NoDecode] = [IPv4Network("10.0.0.0/16")]
     block_prefix: int = Field(default=26, ge=8, le=32)
     service_pools: Annotated[list[IPv4Network], NoDecode] = [IPv4Network("10.254.0.0/16")]
+    # LoadBalancer services' ingress addresses (status.loadBalancer.ingress).
+    public_pools: Annotated[list[IPv4Network], NoDecode] = [IPv4Network("10.1.0.0/16")]
     gateway: IPv4Address = IPv4Address("169.254.1.1")
     collection_label: str = "name"
     uses_label: str = "uses"
@@ -58,7 +60,9 @@ class Settings(BaseSettings):
     # does not leak a token. `printf %s "$TOKEN" | sha256sum` makes one.
     audit_token_hashes: Annotated[list[str], NoDecode] = []
 
-    @field_validator("pod_pools", "service_pools", "audit_token_hashes", mode="before")
+    @field_validator(
+        "pod_pools", "service_pools", "public_pools", "audit_token_hashes", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
@@ -80,6 +84,7 @@ class Settings(BaseSettings):
             pod_pools=tuple(self.pod_pools),
             block_prefix=self.block_prefix,
             service_pools=tuple(self.service_pools),
+            public_pools=tuple(self.public_pools),
             gateway=self.gateway,
             collection_label=self.collection_label,
             uses_label=self.uses_label,

@@ -32,7 +32,7 @@ from services.watcher.informer import Informer
 from services.watcher.published import Published
 from services.watcher.service import Source, Watcher
 from services.watcher.source import ManifestSource
-from services.watcher.writeback import PodAnnotator, WriteBack
+from services.watcher.writeback import PodAnnotator, ServiceIngress, WriteBack
 
 log = logging.getLogger("knm.process")
 
@@ -146,9 +146,11 @@ class LiveWatcherProcess:
         informer: Informer,
         settings: Settings,
         annotator: PodAnnotator | None = None,
+        ingress: ServiceIngress | None = None,
     ) -> None:
         self._bus = kafka_bus(settings, client_id="knm-watcher")
         self._annotator = annotator
+        self._ingress = ingress
         self._writeback: WriteBack | None = None
         self._stop_writeback = threading.Event()
         self._publisher = self._bus.publisher()
@@ -176,7 +178,9 @@ class LiveWatcherProcess:
             consumer = self._bus.consumer(
                 group=f"{self._topics.prefix}writeback", topics=[self._topics.intents]
             )
-            self._writeback = WriteBack(consumer=consumer, annotator=self._annotator)
+            self._writeback = WriteBack(
+                consumer=consumer, annotator=self._annotator, ingress=self._ingress
+            )
             threading.Thread(
                 target=self._write_back, args=(self._writeback,), name="writeback", daemon=True
             ).start()
@@ -215,6 +219,7 @@ class LiveWatcherProcess:
             counters=lambda: {
                 "facts_published_total": self.published,
                 "pods_annotated_total": self._writeback.annotated if self._writeback else 0,
+                "ingresses_written_total": self._writeback.ingresses if self._writeback else 0,
                 **self._informer.counters.as_dict(),
             },
         )

@@ -35,6 +35,8 @@ from knm.core.events.intents import (
     PolicyDeclared,
     PolicyPortSpec,
     PolicyWithdrawn,
+    PublicAddressDeclared,
+    PublicAddressWithdrawn,
     ServiceDeclared,
     ServiceWithdrawn,
 )
@@ -152,6 +154,34 @@ class IntentWriter:
                             uid=uid, namespace=gone.spec.namespace, name=gone.spec.name
                         ),
                     )
+
+        # Public addresses, announced whenever their service's record changed: the
+        # write-back converges on the newest, whatever it missed.
+        for service_change in changes.services:
+            key = f"public/{service_change.key}"
+            was, now = service_change.before, service_change.after
+            if now is not None and now.public_ip is not None:
+                emit(
+                    intents,
+                    key,
+                    PublicAddressDeclared(
+                        uid=now.uid,
+                        namespace=now.spec.namespace,
+                        name=now.spec.name,
+                        ip=str(now.public_ip),
+                    ),
+                )
+            elif was is not None and was.public_ip is not None:
+                emit(
+                    intents,
+                    key,
+                    PublicAddressWithdrawn(
+                        uid=was.uid,
+                        namespace=was.spec.namespace,
+                        name=was.spec.name,
+                        ip=str(was.public_ip),
+                    ),
+                )
 
         for policy in changes.policies:
             key = f"policy/{policy.key}"
@@ -307,4 +337,5 @@ class IntentWriter:
                 for p in record.spec.ports
             ),
             backends=tuple(backends),
+            public_ip=str(record.public_ip) if record.public_ip else None,
         )

@@ -41,7 +41,14 @@ def source_version(message: Envelope) -> int | None:
 
 
 def observation_of(message: Envelope) -> Observation | None:
-    """The domain's view of a fact; None for facts the allocator has no rule for."""
+    """The domain's view of a fact; None for facts the allocator has no rule for.
+
+    Those are applied as nothing: their ids still go to the inbox and their positions
+    forward with the batch. Controllers' facts are among them (pods carry their owner
+    chain), and so, for now, are EndpointSlices and NetworkPolicies: knm's backends come
+    from its own selection of ready pods and its policy from labels (DESIGN.md), and no
+    rule reads either yet.
+    """
     version = source_version(message)
     match message.payload:
         case PodObserved() as fact:

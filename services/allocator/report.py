@@ -100,6 +100,8 @@ def plan_document(connection: Connection) -> Document:
                     "namespace": row.namespace,
                     "name": row.name,
                     "vip": row.vip,
+                    # A LoadBalancer service's ingress address (status.loadBalancer.ingress).
+                    "public_ip": row.public_ip,
                     "network": row.network,
                     "ports": [
                         {

@@ -140,6 +140,7 @@ def service_row(record: ServiceRecord) -> Row:
         "vip": _str(record.vip),
         "vip_source": record.vip_source,
         "network": record.network,
+        "public_ip": _str(record.public_ip),
     }
 
 
@@ -162,6 +163,7 @@ def service_record(row: Any) -> ServiceRecord:
         vip=_ip(row.vip),
         vip_source=row.vip_source,
         network=row.network,
+        public_ip=_ip(row.public_ip),
     )
 
 

@@ -47,7 +47,7 @@ class SharedParts:
     def __init__(self, model: DesiredModel) -> None:
         self._model = model
         self._members: dict[str, tuple[str, ...]] = {}
-        self._vips: dict[str, tuple[ServiceDeclared, VipMap]] = {}
+        self._vips: dict[str, tuple[ServiceDeclared, tuple[VipMap, ...]]] = {}
 
     def members(self, network: str) -> tuple[str, ...]:
         found = self._members.get(network)
@@ -56,11 +56,11 @@ class SharedParts:
             self._members[network] = found
         return found
 
-    def vip_map(self, service: ServiceDeclared) -> VipMap:
+    def vip_maps(self, service: ServiceDeclared) -> tuple[VipMap, ...]:
         cached = self._vips.get(service.uid)
         if cached is not None and cached[0] is service:
             return cached[1]
-        built = vip_map(service)
+        built = vip_maps(service)
         self._vips[service.uid] = (service, built)
         return built
 
@@ -109,7 +109,7 @@ def build_node(
         key=lambda i: (i.namespace, i.name, i.pod_uid),
     )
     vips = sorted(
-        (parts.vip_map(service) for service in services),
+        (vip for service in services for vip in parts.vip_maps(service)),
         key=lambda v: (_address_key(v.vip), v.namespace, v.name),
     )
     return VrouterConfigured(
@@ -144,34 +144,41 @@ def _allows(
 ) -> set[Allow]:
     allows: set[Allow] = set()
     for service in services:
-        assert service.vip is not None
         label = f"{service.namespace}/{service.name}"
         # A node hosting a backend enforces every source of the service; the other
         # nodes only the sources among their own pods.
         everyone = service.uid in ingress
-        for policy in model.policies_into(service):
-            if everyone or policy.from_network in local_networks:
-                allows.add(
-                    Allow(
-                        from_network=policy.from_network,
-                        vip=service.vip,
-                        service=label,
-                        ports=_ports(policy.ports),
-                        declared=True,
+        # The public address of a LoadBalancer is the same service: the same allows.
+        for address in service_addresses(service):
+            for policy in model.policies_into(service):
+                if everyone or policy.from_network in local_networks:
+                    allows.add(
+                        Allow(
+                            from_network=policy.from_network,
+                            vip=address,
+                            service=label,
+                            ports=_ports(policy.ports),
+                            declared=True,
+                        )
                     )
-                )
-        for network in {backend.network for backend in service.backends}:
-            if everyone or network in local_networks:
-                allows.add(
-                    Allow(
-                        from_network=network,
-                        vip=service.vip,
-                        service=label,
-                        ports=service_ports(service),
-                        declared=False,
+            for network in {backend.network for backend in service.backends}:
+                if everyone or network in local_networks:
+                    allows.add(
+                        Allow(
+                            from_network=network,
+                            vip=address,
+                            service=label,
+                            ports=service_ports(service),
+                            declared=False,
+                        )
                     )
-                )
     return allows
+
+
+def service_addresses(service: ServiceDeclared) -> tuple[str, ...]:
+    """The VIP, and a LoadBalancer's public address: both lead to the same backends."""
+    assert service.vip is not None
+    return (service.vip,) if service.public_ip is None else (service.vip, service.public_ip)
 
 
 def node_pieces(config: VrouterConfigured) -> dict[str, VrouterPiece]:
@@ -220,6 +227,14 @@ def compile_overlay(model: DesiredModel) -> OverlayConfigured:
             )
         )
     return with_revision(OverlayConfigured(revision="", nodes=tuple(nodes)))
+
+
+def vip_maps(service: ServiceDeclared) -> tuple[VipMap, ...]:
+    """The service's VIP map, and the same map under its public address if it has one."""
+    first = vip_map(service)
+    if service.public_ip is None:
+        return (first,)
+    return (first, first.model_copy(update={"vip": service.public_ip}))
 
 
 def vip_map(service: ServiceDeclared) -> VipMap:

@@ -75,6 +75,7 @@ class DatabaseCollector(Collector):
                     connection,
                     pod_pools=self._settings.pod_pools,
                     service_pools=self._settings.service_pools,
+                    public_pools=self._settings.public_pools,
                     block_prefix=self._settings.block_prefix,
                     now=self._clock(),
                 )
@@ -89,7 +90,7 @@ class DatabaseCollector(Collector):
             family = CounterMetricFamily(
                 f"knm_address_{name}", f"Addresses {action}, by kind", labels=["kind"]
             )
-            for kind in ("pod", "service", "floating"):
+            for kind in ("pod", "service", "floating", "public"):
                 family.add_metric([kind], float(counts.get((kind, action), 0)))
             yield family
         for field in ("capacity", "used", "quarantined", "free"):

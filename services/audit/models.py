@@ -179,9 +179,18 @@ class BlockUsage(Answer):
     free: int
 
 
+class PoolKind(StrEnum):
+    POD = "pod"
+    SERVICE = "service"
+    PUBLIC = "public"
+
+
 class PoolUsage(Answer):
     pool: IPv4Network
-    kind: NetworkKind = Field(description="pod: pods' own addresses; service: VIPs.")
+    kind: PoolKind = Field(
+        description="pod: pods' own addresses; service: VIPs; public: LoadBalancers' "
+        "public addresses."
+    )
     capacity: int = Field(description="Addresses that can be handed out.")
     used: int
     quarantined: int = Field(description="Released, and not handed out again until later.")

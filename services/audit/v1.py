@@ -226,6 +226,7 @@ def register(
                 connection,
                 pod_pools=settings.pod_pools,
                 service_pools=settings.service_pools,
+                public_pools=settings.public_pools,
                 block_prefix=settings.block_prefix,
                 now=now,
             ),

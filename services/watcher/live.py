@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from kubernetes import client
 
 from services.watcher.errors import InvalidObjectError
-from services.watcher.objects import APPS, CORE, fact_of, parse_object
+from services.watcher.objects import APPS, CORE, DISCOVERY, NETWORKING, fact_of, parse_object
 from services.watcher.source import Change, ObservedObject, deletion_of, observed
 
 log = logging.getLogger("knm.watcher")
@@ -42,6 +42,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(APPS, "StatefulSet", "statefulsets"),
     Resource(APPS, "DaemonSet", "daemonsets"),
     Resource(CORE, "Service", "services"),
+    # Published as facts; nothing consumes them yet (the allocator skips them).
+    Resource(DISCOVERY, "EndpointSlice", "endpointslices"),
+    Resource(NETWORKING, "NetworkPolicy", "networkpolicies"),
 )
 
 
@@ -79,6 +82,8 @@ class LiveSource:
     def __init__(self, api_client: Any, *, request_timeout: float = 30.0) -> None:
         core = client.CoreV1Api(api_client)
         apps = client.AppsV1Api(api_client)
+        discovery = client.DiscoveryV1Api(api_client)
+        networking = client.NetworkingV1Api(api_client)
         self._request_timeout = request_timeout
         # Watches in progress, so that `close` can end them at once.
         self._watches: set[Any] = set()
@@ -93,6 +98,8 @@ class LiveSource:
             "statefulsets": apps.list_stateful_set_for_all_namespaces,
             "daemonsets": apps.list_daemon_set_for_all_namespaces,
             "services": core.list_service_for_all_namespaces,
+            "endpointslices": discovery.list_endpoint_slice_for_all_namespaces,
+            "networkpolicies": networking.list_network_policy_for_all_namespaces,
         }
 
     def list(self, resource: Resource) -> Listing:

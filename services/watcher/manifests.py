@@ -14,7 +14,9 @@ import yaml
 from services.watcher.errors import BadManifestError, InvalidObjectError
 from services.watcher.objects import (
     Controller,
+    EndpointSlice,
     Namespace,
+    NetworkPolicy,
     Node,
     Pod,
     Service,
@@ -86,6 +88,12 @@ def declared_objects(documents: Sequence[SourceDocument]) -> Declarations:
             warnings.append(
                 f"{document.origin}: skipped {parsed.object.meta.ref}: "
                 "nodes are simulated (see --nodes)"
+            )
+            continue
+        if isinstance(parsed.object, EndpointSlice | NetworkPolicy):
+            warnings.append(
+                f"{document.origin}: skipped {parsed.object.meta.ref}: "
+                "knm reads this kind from a live cluster only"
             )
             continue
         warnings.extend(f"{document.origin}: {note}" for note in parsed.ignored)

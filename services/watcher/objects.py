@@ -22,10 +22,20 @@ from knm.core.domain.labels import (
 from knm.core.events.facts import (
     ContainerPortSpec,
     ControllerObserved,
+    EndpointPortSpec,
+    EndpointSliceObserved,
+    EndpointSpec,
+    IpBlockSpec,
+    LabelSelectorSpec,
     NamespaceObserved,
+    NetworkPolicyObserved,
+    NetworkPolicyPeerSpec,
+    NetworkPolicyPortSpec,
+    NetworkPolicyRuleSpec,
     NodeObserved,
     OwnerReference,
     PodObserved,
+    SelectorRequirementSpec,
     ServiceObserved,
     ServicePortSpec,
 )
@@ -33,13 +43,18 @@ from services.watcher.errors import InvalidObjectError
 
 CORE = "v1"
 APPS = "apps/v1"
+DISCOVERY = "discovery.k8s.io/v1"
+NETWORKING = "networking.k8s.io/v1"
 
 # Kinds whose objects are scoped to the cluster rather than to a namespace.
 CLUSTER_SCOPED = frozenset({"Namespace", "Node"})
 CONTROLLER_KINDS = frozenset(
     {"ReplicationController", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet"}
 )
-NAMESPACED = frozenset({"Pod", "Service"}) | CONTROLLER_KINDS
+# Kinds published as facts from a live cluster only: manifests do not declare endpoint
+# slices (the control plane writes them), and nothing acts on network policies yet.
+LIVE_ONLY = frozenset({"EndpointSlice", "NetworkPolicy"})
+NAMESPACED = frozenset({"Pod", "Service"}) | CONTROLLER_KINDS | LIVE_ONLY
 PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 SERVICE_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"})
 
@@ -124,8 +139,38 @@ class Service:
     type: str
 
 
-KubeObject = Namespace | Node | Pod | Controller | Service
-ObservedFact = NamespaceObserved | NodeObserved | ControllerObserved | ServiceObserved | PodObserved
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    meta: Metadata
+    address_type: str
+    ports: tuple[EndpointPortSpec, ...]
+    endpoints: tuple[EndpointSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPolicy:
+    meta: Metadata
+    pod_selector: LabelSelectorSpec
+    policy_types: tuple[str, ...]
+    ingress: tuple[NetworkPolicyRuleSpec, ...]
+    egress: tuple[NetworkPolicyRuleSpec, ...]
+
+
+KubeObject = Namespace | Node | Pod | Controller | Service | EndpointSlice | NetworkPolicy
+ObservedFact = (
+    NamespaceObserved
+    | NodeObserved
+    | ControllerObserved
+    | ServiceObserved
+    | PodObserved
+    | EndpointSliceObserved
+    | NetworkPolicyObserved
+)
+
+# The label the endpoint-slice controller puts on a slice: the service it belongs to.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SELECTOR_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+POLICY_TYPES = frozenset({"Ingress", "Egress"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +285,28 @@ def fact_of(obj: KubeObject) -> ObservedFact:
                 cluster_ip=obj.cluster_ip,
                 headless=obj.headless,
                 type=obj.type,
+            )
+        case EndpointSlice():
+            return EndpointSliceObserved(
+                uid=meta.uid,
+                namespace=meta.namespace,
+                name=meta.name,
+                service=meta.labels.get(SERVICE_NAME_LABEL),
+                address_type=obj.address_type,
+                labels=meta.labels,
+                ports=obj.ports,
+                endpoints=obj.endpoints,
+            )
+        case NetworkPolicy():
+            return NetworkPolicyObserved(
+                uid=meta.uid,
+                namespace=meta.namespace,
+                name=meta.name,
+                labels=meta.labels,
+                pod_selector=obj.pod_selector,
+                policy_types=obj.policy_types,
+                ingress=obj.ingress,
+                egress=obj.egress,
             )
 
 
@@ -406,6 +473,146 @@ def _service(raw: Mapping[str, Any], meta: Metadata, ignored: list[str]) -> Serv
     )
 
 
+def _endpoint_slice(raw: Mapping[str, Any], meta: Metadata, ignored: list[str]) -> EndpointSlice:
+    address_type = raw.get("addressType")
+    if not isinstance(address_type, str) or not address_type:
+        _fail("addressType is not set")
+    ports: list[EndpointPortSpec] = []
+    for index, item in enumerate(_list(raw.get("ports"), "ports")):
+        field = f"ports[{index}]"
+        port = _mapping(item, field)
+        number = port.get("port")
+        ports.append(
+            EndpointPortSpec(
+                port=None if number is None else _port(number, f"{field}.port"),
+                protocol=_protocol(port.get("protocol"), f"{field}.protocol"),
+                name=_optional_string(port.get("name"), f"{field}.name") or None,
+            )
+        )
+    endpoints: list[EndpointSpec] = []
+    for index, item in enumerate(_list(raw.get("endpoints"), "endpoints")):
+        field = f"endpoints[{index}]"
+        endpoint = _mapping(item, field)
+        addresses = _list(endpoint.get("addresses"), f"{field}.addresses")
+        if not addresses or not all(isinstance(a, str) and a for a in addresses):
+            _fail(f"{field}.addresses must be a non-empty list of addresses")
+        conditions = _mapping(endpoint.get("conditions"), f"{field}.conditions")
+        ready = _optional_bool(conditions.get("ready"), f"{field}.conditions.ready")
+        serving = _optional_bool(conditions.get("serving"), f"{field}.conditions.serving")
+        terminating = _optional_bool(
+            conditions.get("terminating"), f"{field}.conditions.terminating"
+        )
+        target = _mapping(endpoint.get("targetRef"), f"{field}.targetRef")
+        pod_uid = _optional_string(target.get("uid"), f"{field}.targetRef.uid") or None
+        pod_name = _optional_string(target.get("name"), f"{field}.targetRef.name") or None
+        is_pod = target.get("kind") == "Pod"
+        endpoints.append(
+            EndpointSpec(
+                addresses=tuple(addresses),
+                ready=ready is not False,
+                serving=serving is not False,
+                terminating=terminating is True,
+                node=_optional_string(endpoint.get("nodeName"), f"{field}.nodeName") or None,
+                pod_uid=pod_uid if is_pod else None,
+                pod_name=pod_name if is_pod else None,
+            )
+        )
+    return EndpointSlice(meta, address_type, tuple(ports), tuple(endpoints))
+
+
+def _network_policy(raw: Mapping[str, Any], meta: Metadata, ignored: list[str]) -> NetworkPolicy:
+    spec = _mapping(raw.get("spec"), "spec")
+    pod_selector = (
+        _full_selector(spec.get("podSelector"), "spec.podSelector") or LabelSelectorSpec()
+    )
+    types = _list(spec.get("policyTypes"), "spec.policyTypes")
+    for index, kind in enumerate(types):
+        if kind not in POLICY_TYPES:
+            _fail(f"spec.policyTypes[{index}] {kind!r} is not Ingress or Egress")
+    ingress = _policy_rules(spec.get("ingress"), "spec.ingress", peers="from")
+    egress = _policy_rules(spec.get("egress"), "spec.egress", peers="to")
+    if not types:
+        # The API server's default, for an object it did not default (a manifest).
+        types = ["Ingress", "Egress"] if egress else ["Ingress"]
+    return NetworkPolicy(meta, pod_selector, tuple(types), ingress, egress)
+
+
+def _policy_rules(value: Any, field: str, *, peers: str) -> tuple[NetworkPolicyRuleSpec, ...]:
+    rules: list[NetworkPolicyRuleSpec] = []
+    for index, item in enumerate(_list(value, field)):
+        where = f"{field}[{index}]"
+        rule = _mapping(item, where)
+        found: list[NetworkPolicyPeerSpec] = []
+        for p, entry in enumerate(_list(rule.get(peers), f"{where}.{peers}")):
+            at = f"{where}.{peers}[{p}]"
+            peer = _mapping(entry, at)
+            block = _mapping(peer.get("ipBlock"), f"{at}.ipBlock")
+            ip_block = None
+            if block:
+                cidr = block.get("cidr")
+                excepts = _list(block.get("except"), f"{at}.ipBlock.except")
+                if not isinstance(cidr, str) or not all(isinstance(e, str) for e in excepts):
+                    _fail(f"{at}.ipBlock: cidr and except must be CIDR strings")
+                ip_block = IpBlockSpec(cidr=cidr, excepts=tuple(excepts))
+            found.append(
+                NetworkPolicyPeerSpec(
+                    pod_selector=_full_selector(peer.get("podSelector"), f"{at}.podSelector"),
+                    namespace_selector=_full_selector(
+                        peer.get("namespaceSelector"), f"{at}.namespaceSelector"
+                    ),
+                    ip_block=ip_block,
+                )
+            )
+        ports: list[NetworkPolicyPortSpec] = []
+        for p, entry in enumerate(_list(rule.get("ports"), f"{where}.ports")):
+            at = f"{where}.ports[{p}]"
+            port = _mapping(entry, at)
+            number = port.get("port")
+            if isinstance(number, str):
+                if not number:
+                    _fail(f"{at}.port must be a port number or a port name")
+            elif number is not None:
+                number = _port(number, f"{at}.port")
+            end = port.get("endPort")
+            ports.append(
+                NetworkPolicyPortSpec(
+                    protocol=_protocol(port.get("protocol"), f"{at}.protocol"),
+                    port=number,
+                    end_port=None if end is None else _port(end, f"{at}.endPort"),
+                )
+            )
+        rules.append(NetworkPolicyRuleSpec(peers=tuple(found), ports=tuple(ports)))
+    return tuple(rules)
+
+
+def _full_selector(value: Any, field: str) -> LabelSelectorSpec | None:
+    """A LabelSelector with its expressions; None when the field is absent."""
+    if value is None:
+        return None
+    selector = _mapping(value, field)
+    labels = _selector(selector.get("matchLabels"), f"{field}.matchLabels") or {}
+    expressions: list[SelectorRequirementSpec] = []
+    for index, item in enumerate(
+        _list(selector.get("matchExpressions"), f"{field}.matchExpressions")
+    ):
+        at = f"{field}.matchExpressions[{index}]"
+        requirement = _mapping(item, at)
+        key, operator = requirement.get("key"), requirement.get("operator")
+        values = _list(requirement.get("values"), f"{at}.values")
+        if not isinstance(key, str) or (error := label_key_error(key)):
+            _fail(f"{at}.key: {error if isinstance(key, str) else 'must be a string'}")
+        if operator not in SELECTOR_OPERATORS:
+            _fail(
+                f"{at}.operator {operator!r} is not one of {', '.join(sorted(SELECTOR_OPERATORS))}"
+            )
+        if not all(isinstance(v, str) for v in values):
+            _fail(f"{at}.values must be strings")
+        expressions.append(
+            SelectorRequirementSpec(key=key, operator=str(operator), values=tuple(values))
+        )
+    return LabelSelectorSpec(match_labels=labels, match_expressions=tuple(expressions))
+
+
 _Parser = Callable[[Mapping[str, Any], Metadata, list[str]], KubeObject]
 
 _PARSERS: dict[tuple[str, str], _Parser] = {
@@ -418,6 +625,8 @@ _PARSERS: dict[tuple[str, str], _Parser] = {
     (APPS, "ReplicaSet"): _controller,
     (APPS, "StatefulSet"): _controller,
     (APPS, "DaemonSet"): _controller,
+    (DISCOVERY, "EndpointSlice"): _endpoint_slice,
+    (NETWORKING, "NetworkPolicy"): _network_policy,
 }
 
 
@@ -551,6 +760,12 @@ def _string_map(value: Any, field: str) -> dict[str, str]:
             _fail(f"{field} must map strings to strings; {key!r}: {item!r} does not")
         result[key] = item
     return result
+
+
+def _optional_bool(value: Any, field: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        _fail(f"{field} must be true or false, not {value!r}")
+    return value
 
 
 def _optional_string(value: Any, field: str) -> str | None:

@@ -12,8 +12,12 @@ from pathlib import Path
 from knm.core.events.facts import (
     ControllerDeleted,
     ControllerObserved,
+    EndpointSliceDeleted,
+    EndpointSliceObserved,
     NamespaceDeleted,
     NamespaceObserved,
+    NetworkPolicyDeleted,
+    NetworkPolicyObserved,
     NodeDeleted,
     NodeObserved,
     PodDeleted,
@@ -30,7 +34,15 @@ log = logging.getLogger("knm.watcher")
 DEFAULT_NODES = 2
 DEFAULT_UNDERLAY = IPv4Network("192.168.0.0/16")
 
-DeletedFact = NamespaceDeleted | NodeDeleted | ControllerDeleted | ServiceDeleted | PodDeleted
+DeletedFact = (
+    NamespaceDeleted
+    | NodeDeleted
+    | ControllerDeleted
+    | ServiceDeleted
+    | PodDeleted
+    | EndpointSliceDeleted
+    | NetworkPolicyDeleted
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,8 @@ Change = ObservedObject | Deletion
 # Dependents go before what they depend on: pods before the services and controllers
 # that select or own them, namespaces last.
 _DELETION_ORDER: dict[type[DeletedFact], int] = {
+    EndpointSliceDeleted: 0,
+    NetworkPolicyDeleted: 0,
     PodDeleted: 0,
     ServiceDeleted: 1,
     ControllerDeleted: 2,
@@ -83,6 +97,10 @@ def observed(event: ObservedFact, *, source_version: str | None = None) -> Obser
             key, partition = f"Service/{event.namespace}/{event.name}", event.namespace
         case PodObserved():
             key, partition = f"Pod/{event.namespace}/{event.name}", event.namespace
+        case EndpointSliceObserved():
+            key, partition = f"EndpointSlice/{event.namespace}/{event.name}", event.namespace
+        case NetworkPolicyObserved():
+            key, partition = f"NetworkPolicy/{event.namespace}/{event.name}", event.namespace
     return ObservedObject(key, partition, event, source_version)
 
 
@@ -100,6 +118,10 @@ def deletion_of(obj: ObservedObject, *, source_version: str | None = None) -> De
             event = ServiceDeleted(uid=uid, namespace=namespace, name=name)
         case PodObserved(uid=uid, namespace=namespace, name=name):
             event = PodDeleted(uid=uid, namespace=namespace, name=name)
+        case EndpointSliceObserved(uid=uid, namespace=namespace, name=name):
+            event = EndpointSliceDeleted(uid=uid, namespace=namespace, name=name)
+        case NetworkPolicyObserved(uid=uid, namespace=namespace, name=name):
+            event = NetworkPolicyDeleted(uid=uid, namespace=namespace, name=name)
     return Deletion(obj.key, obj.partition_key, event, source_version)
 
 

@@ -93,7 +93,15 @@ def test_plan_json_is_sorted_and_identical_across_runs(tmp_path: Path) -> None:
         "ip",
         "floating_ips",
     }
-    assert set(first["services"][0]) == {"namespace", "name", "vip", "network", "ports", "backends"}
+    assert set(first["services"][0]) == {
+        "namespace",
+        "name",
+        "vip",
+        "public_ip",
+        "network",
+        "ports",
+        "backends",
+    }
     assert set(first["services"][0]["ports"][0]) == {"port", "protocol", "target_port"}
     assert set(first["policies"][0]) == {"name", "from_network", "to_network", "ports"}
 
@@ -222,3 +230,44 @@ def test_a_service_without_kafka_configured_says_so() -> None:
     result = knm("applier", env={"KNM_KAFKA_BOOTSTRAP": ""})
     assert result.returncode == 2
     assert "KNM_KAFKA_BOOTSTRAP" in result.stderr
+
+
+LOAD_BALANCED = """
+apiVersion: v1
+kind: Service
+metadata: {name: shop, namespace: default}
+spec:
+  type: LoadBalancer
+  selector: {name: shop}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: inside, namespace: default}
+spec:
+  selector: {name: shop}
+  ports: [{port: 81}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shop, namespace: default, labels: {name: shop}}
+spec: {containers: [{name: shop, image: shop}]}
+"""
+
+
+def test_plan_gives_load_balancers_a_public_address_from_the_public_pool(tmp_path: Path) -> None:
+    manifest = tmp_path / "shop.yaml"
+    manifest.write_text(LOAD_BALANCED)
+    services = {s["name"]: s for s in plan(manifest)["services"]}
+    assert services["shop"]["public_ip"] == "10.1.0.1"
+    assert services["inside"]["public_ip"] is None
+    assert services["shop"]["backends"] == ["default/shop"]
+
+    tables = knm(
+        "plan", "-f", str(manifest), env={"KNM_PUBLIC_POOLS": "203.0.113.0/29", "COLUMNS": "250"}
+    )
+    assert tables.returncode == 0, tables.stderr
+    rows = [line for line in tables.stdout.splitlines() if "203.0.113." in line]
+    assert len(rows) == 1
+    assert "default/shop" in rows[0]
+    assert "203.0.113.1" in rows[0]

@@ -106,7 +106,7 @@ def test_each_service_runs_its_knm_command_with_variables_knm_reads(
         assert container["envFrom"] == [{"configMapRef": {"name": "knm-config"}}]
 
 
-def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_annotate_pods() -> (
+def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_write_back() -> (
     None
 ):
     from services.watcher.live import RESOURCES
@@ -126,11 +126,12 @@ def test_only_the_watcher_gets_a_token_and_it_may_only_read_what_it_watches_and_
         for verb in rule["verbs"]
     }
     watched = {
-        ("" if r.api_version == "v1" else "apps", r.plural, verb)
+        # The API group: "" for the core v1, else what comes before the version.
+        (r.api_version.rpartition("/")[0], r.plural, verb)
         for r in RESOURCES
         for verb in ("get", "list", "watch")
     }
-    assert granted == watched | {("", "pods", "patch")}
+    assert granted == watched | {("", "pods", "patch"), ("", "services/status", "patch")}
     binding = found["ClusterRoleBinding/knm-watcher"]
     assert binding["roleRef"]["name"] == "knm-watcher"
     assert binding["subjects"] == [
@@ -159,3 +160,75 @@ def test_the_api_server_accepts_every_manifest() -> None:
     for ref in [*SERVICES, "ConfigMap/knm-config", "ClusterRole/knm-watcher"]:
         _kind, name = ref.split("/")
         assert f"{name} " in out, out
+
+
+def test_the_api_server_grants_the_watcher_exactly_its_rules() -> None:
+    """The watcher's ClusterRole, bound (under a test's own names) to a service account,
+    as the real apiserver's authorizer answers `kubectl auth can-i` for it."""
+    import subprocess
+    import uuid
+
+    from tests.services.watcher.cluster import (
+        delete_namespace,
+        fresh_namespace,
+        kubeconfig,
+        kubectl,
+        kubectl_binary,
+    )
+
+    found = documents()
+    namespace = fresh_namespace()
+    name = f"knm-watcher-{uuid.uuid4().hex[:8]}"
+    role = {**found["ClusterRole/knm-watcher"], "metadata": {"name": name}}
+    binding = {
+        **found["ClusterRoleBinding/knm-watcher"],
+        "metadata": {"name": name},
+        "roleRef": {**found["ClusterRoleBinding/knm-watcher"]["roleRef"], "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "knm-watcher", "namespace": namespace}],
+    }
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([role, binding]))
+    account = f"system:serviceaccount:{namespace}:knm-watcher"
+
+    def can(verb: str, resource: str, subresource: str = "") -> bool:
+        # Exit code 0 is yes, 1 is no; anything else fails the test.
+        answer = subprocess.run(
+            [
+                *(kubectl_binary(), "--kubeconfig", kubeconfig(), "auth", "can-i", verb, resource),
+                *(f"--subresource={subresource}", f"--as={account}", "--all-namespaces"),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert answer.returncode in (0, 1), answer.stderr
+        return answer.returncode == 0
+
+    try:
+        for resource in (
+            "namespaces",
+            "nodes",
+            "pods",
+            "services",
+            "replicationcontrollers",
+            "deployments.apps",
+            "replicasets.apps",
+            "statefulsets.apps",
+            "daemonsets.apps",
+            "endpointslices.discovery.k8s.io",
+            "networkpolicies.networking.k8s.io",
+        ):
+            for verb in ("get", "list", "watch"):
+                assert can(verb, resource), (verb, resource)
+            for verb in ("create", "update", "delete"):
+                assert not can(verb, resource), (verb, resource)
+        assert can("patch", "pods")
+        assert can("patch", "services", "status")
+        assert not can("patch", "services")
+        assert not can("patch", "endpointslices.discovery.k8s.io")
+        assert not can("patch", "pods", "status")
+        assert not can("get", "secrets")
+    finally:
+        kubectl("delete", "clusterrolebinding", name, "clusterrole", name, "--ignore-not-found")
+        delete_namespace(namespace)

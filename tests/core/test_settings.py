@@ -33,3 +33,21 @@ def test_what_is_not_a_sha256_digest_is_refused_without_echoing_it(
     (error,) = caught.value.errors()
     assert "SHA-256 digest" in error["msg"]
     assert value not in error["msg"]
+
+
+def test_public_pools_default_to_the_original_managers_and_are_comma_separated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KNM_PUBLIC_POOLS", raising=False)
+    assert [str(pool) for pool in Settings().network().public_pools] == ["10.1.0.0/16"]
+    monkeypatch.setenv("KNM_PUBLIC_POOLS", "203.0.113.0/24, 198.51.100.0/24")
+    assert [str(pool) for pool in Settings().network().public_pools] == [
+        "203.0.113.0/24",
+        "198.51.100.0/24",
+    ]
+
+
+def test_a_public_pool_overlapping_another_pool_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KNM_PUBLIC_POOLS", "10.254.3.0/24")
+    with pytest.raises(ValueError, match="overlap"):
+        Settings().network()

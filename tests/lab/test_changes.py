@@ -320,3 +320,44 @@ def test_withdrawing_a_uses_label_closes_the_access(lab: Lab, manifests: Path) -
     finally:
         loadgen.write_text(original)
     wait_until(lambda: probe(**target).connected, timeout=30, what="the access to reopen")  # type: ignore[arg-type]
+
+
+def test_a_load_balancers_public_address_reaches_its_backends_under_its_policy(
+    lab: Lab, manifests: Path
+) -> None:
+    """The frontend made a LoadBalancer: its public address (the lab's first, 10.1.0.1)
+    leads to the frontend's pods from the pods that may use it, and from no other."""
+    user = lab.pod("default/loadgen-")
+    stranger = lab.pod("default/redis-slave-")
+    port = lab.service("default/frontend").ports[0]
+
+    def reach(netns: str, *, timeout: float = 1.0) -> str | None:
+        """Who answered a connection to the public address; None when nobody did."""
+        found = probe(netns=netns, ip="10.1.0.1", port=port, timeout=timeout)
+        return found.answered_by if found.connected else None
+
+    frontend = manifests / "frontend.yaml"
+    original = frontend.read_text()
+    controller, kind, service = original.partition("kind: Service\n")
+    assert "spec:\n  selector:\n" in service
+    try:
+        frontend.write_text(
+            controller + kind + service.replace("spec:\n", "spec:\n  type: LoadBalancer\n", 1)
+        )
+        took = wait_until(
+            lambda: reach(user.netns, timeout=0.3) is not None,
+            timeout=30,
+            what="the public address to answer",
+        )
+        print(f"public address answered {took:.1f} s after the manifest changed")
+        answered = {reach(user.netns) for _ in range(12)}
+        assert answered
+        assert all(a is not None and a.startswith("default/frontend-") for a in answered)
+        assert reach(stranger.netns, timeout=0.3) is None
+    finally:
+        frontend.write_text(original)
+    wait_until(
+        lambda: reach(user.netns, timeout=0.3) is None,
+        timeout=30,
+        what="the public address to be released",
+    )

@@ -127,6 +127,11 @@ def wants_vip(service: Service) -> bool:
     return not service.headless and service.type != "ExternalName"
 
 
+def wants_public(service: Service) -> bool:
+    """A LoadBalancer service gets an address from the public pools, its ingress."""
+    return service.type == "LoadBalancer" and wants_vip(service)
+
+
 def _stale(current: int | None, incoming: int | None) -> bool:
     return current is not None and incoming is not None and incoming < current
 
@@ -156,8 +161,12 @@ class NetworkModel:
         one, and every policy of ours is checked against what the others did meanwhile."""
         state = self.state
         for record in sorted(state.services.values(), key=lambda r: r.uid):
-            if self.owns(record.spec.namespace) and wants_vip(record.spec) and record.vip is None:
+            if not self.owns(record.spec.namespace):
+                continue
+            if wants_vip(record.spec) and record.vip is None:
                 state.pending[("service", record.uid)] = None
+            if wants_public(record.spec) and record.public_ip is None:
+                state.pending[("public", record.uid)] = None
         for pod in sorted(state.pods.values(), key=lambda r: r.uid):
             if self.owns(pod.namespace) and wants_address(pod.spec) and pod.ip is None:
                 state.pending[("pod", pod.uid)] = None
@@ -192,6 +201,7 @@ class NetworkModel:
                     self._freed = True
                     self._lower_address_hint(ip)
                     self._lower_vip_hint(ip)
+                    self._lower_public_hint(ip)
                 state.quarantine.unload(ip)
             else:
                 state.quarantine.load(ip, held)
@@ -232,6 +242,11 @@ class NetworkModel:
                 ):
                     self._freed = True
                     self._lower_vip_hint(old_service.vip)
+                if old_service.public_ip is not None and (
+                    service is None or service.public_ip != old_service.public_ip
+                ):
+                    self._freed = True
+                    self._lower_public_hint(old_service.public_ip)
             if service is None:
                 for pod_uid in sorted(state.backends.get(uid, ())):
                     pod_record = state.pods.get(pod_uid)
@@ -463,13 +478,23 @@ class NetworkModel:
             for pod_uid in sorted(state.backends.get(service.uid, ())):
                 self._detach_floating(old, pod_uid, cause)
             self._vip_released(old, cause)
+        public = self._desired_public(service, old, cause)
+        if old is not None and old.public_ip is not None and old.public_ip != public:
+            self._public_released(old, cause)
         network = service_network_name(service.namespace, service.name) if vip else None
         record = ServiceRecord(
-            spec=service, version=version, vip=vip, vip_source=source, network=network
+            spec=service,
+            version=version,
+            vip=vip,
+            vip_source=source,
+            network=network,
+            public_ip=public,
         )
         state.put_service(record)
         if vip is not None and (old is None or old.vip != vip):
             self._history(AddressAction.ALLOCATED, vip, AddressKind.SERVICE, record, cause)
+        if public is not None and (old is None or old.public_ip != public):
+            self._history(AddressAction.ALLOCATED, public, AddressKind.PUBLIC, record, cause)
         self._sync_service_network(old, record)
         touched |= self._refresh_service_backends(record, cause)
         touched |= state.service_collections(record)
@@ -523,23 +548,56 @@ class NetworkModel:
         return vip, "allocated"
 
     def _allocate_vip(self, now: datetime) -> IPv4Address:
+        return self._allocate_in_pools(self.settings.service_pools, self.state.vip_hint, now)
+
+    def _allocate_in_pools(
+        self, pools: tuple[IPv4Network, ...], hint: dict[IPv4Network, int], now: datetime
+    ) -> IPv4Address:
+        """The lowest free address of the first pool that has one; `hint` per pool says
+        below which offset nothing is free, and moves past the address handed out."""
         state = self.state
-        for pool in self.settings.service_pools:
-            start = state.vip_hint.get(pool, 0)
+        for pool in pools:
             ip = first_free(
                 pool,
                 pool=pool,
                 taken=state.holders,
                 quarantine=state.quarantine,
                 now=now,
-                start=start,
+                start=hint.get(pool, 0),
             )
             if ip is not None:
-                state.vip_hint[pool] = int(ip) - int(pool.network_address) + 1
+                hint[pool] = int(ip) - int(pool.network_address) + 1
                 state.quarantine.delete(ip)
                 return ip
-            state.vip_hint[pool] = pool.num_addresses
-        raise PoolExhaustedError("service")
+            hint[pool] = pool.num_addresses
+        raise PoolExhaustedError(", ".join(str(pool) for pool in pools))
+
+    def _desired_public(
+        self, service: Service, old: ServiceRecord | None, cause: Cause
+    ) -> IPv4Address | None:
+        """A LoadBalancer service keeps the public address it has, or gets the first free
+        one; any other service has none (a type change away releases it)."""
+        state = self.state
+        key = ("public", service.uid)
+        if not wants_public(service):
+            state.pending.pop(key, None)
+            return None
+        if old is not None and old.public_ip is not None:
+            return old.public_ip
+        try:
+            ip = self._allocate_in_pools(self.settings.public_pools, state.public_hint, cause.at)
+        except PoolExhaustedError:
+            if key not in state.pending:
+                state.pending[key] = None
+                pools = ", ".join(str(p) for p in self.settings.public_pools)
+                self._problem(
+                    "pool-exhausted",
+                    f"service {service.namespace}/{service.name}",
+                    f"no free public address in public pools {pools}",
+                )
+            return None
+        state.pending.pop(key, None)
+        return ip
 
     def _service_gone(self, uid: str, namespace: str, name: str, cause: Cause) -> None:
         state = self.state
@@ -555,8 +613,11 @@ class NetworkModel:
                 touched |= state.remove_backend(uid, pod)
         if record.vip is not None:
             self._vip_released(record, cause)
+        if record.public_ip is not None:
+            self._public_released(record, cause)
         state.delete_service(uid)
         state.pending.pop(("service", uid), None)
+        state.pending.pop(("public", uid), None)
         self._sync_service_network(record, None)
         self._touch_users(touched)
 
@@ -568,12 +629,19 @@ class NetworkModel:
             self._lower_vip_hint(record.vip)
         self._freed = True
 
+    def _public_released(self, record: ServiceRecord, cause: Cause) -> None:
+        assert record.public_ip is not None
+        self._history(AddressAction.RELEASED, record.public_ip, AddressKind.PUBLIC, record, cause)
+        self._quarantine(record.public_ip, self.settings.public_pools, cause)
+        self._lower_public_hint(record.public_ip)
+        self._freed = True
+
     def _lower_vip_hint(self, ip: IPv4Address) -> None:
         """Keep the hint's promise: every service address below it is unavailable."""
-        pool = pool_of(ip, self.settings.service_pools)
-        if pool is not None:
-            index = int(ip) - int(pool.network_address)
-            self.state.vip_hint[pool] = min(self.state.vip_hint.get(pool, 0), index)
+        _lower_hint(self.state.vip_hint, ip, self.settings.service_pools)
+
+    def _lower_public_hint(self, ip: IPv4Address) -> None:
+        _lower_hint(self.state.public_hint, ip, self.settings.public_pools)
 
     def _sync_service_network(self, old: ServiceRecord | None, new: ServiceRecord | None) -> None:
         state = self.state
@@ -830,6 +898,7 @@ class NetworkModel:
                 state.quarantine.delete(ip)
                 self._freed = True
                 self._lower_vip_hint(ip)
+                self._lower_public_hint(ip)
                 self._lower_address_hint(ip)
         horizon = now - self.settings.tombstone_retention
         stones = state.tombstone_queue
@@ -849,7 +918,10 @@ class NetworkModel:
         holder: PodRecord | ServiceRecord,
         cause: Cause,
     ) -> None:
-        pools = self.settings.pod_pools if kind is AddressKind.POD else self.settings.service_pools
+        pools = {
+            AddressKind.POD: self.settings.pod_pools,
+            AddressKind.PUBLIC: self.settings.public_pools,
+        }.get(kind, self.settings.service_pools)
         pool = pool_of(ip, pools)
         node = holder.spec.node if isinstance(holder, PodRecord) else None
         self.state.history.append(
@@ -903,3 +975,12 @@ class NetworkModel:
         if record is None:
             return f"{kind} {uid}"
         return f"{kind} {record.spec.namespace}/{record.spec.name}"
+
+
+def _lower_hint(
+    hint: dict[IPv4Network, int], ip: IPv4Address, pools: tuple[IPv4Network, ...]
+) -> None:
+    pool = pool_of(ip, pools)
+    if pool is not None:
+        index = int(ip) - int(pool.network_address)
+        hint[pool] = min(hint.get(pool, 0), index)

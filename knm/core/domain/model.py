@@ -28,6 +28,8 @@ class AddressKind(StrEnum):
     POD = "pod"
     SERVICE = "service"
     FLOATING = "floating"
+    # A LoadBalancer service's address from the public pools (its ingress).
+    PUBLIC = "public"
 
 
 class AddressAction(StrEnum):
@@ -43,6 +45,8 @@ class NetworkSettings:
     pod_pools: tuple[IPv4Network, ...] = (IPv4Network("10.0.0.0/16"),)
     block_prefix: int = 26
     service_pools: tuple[IPv4Network, ...] = (IPv4Network("10.254.0.0/16"),)
+    # LoadBalancer services' ingress addresses, as the original manager's public network.
+    public_pools: tuple[IPv4Network, ...] = (IPv4Network("10.1.0.0/16"),)
     gateway: IPv4Address = IPv4Address("169.254.1.1")
     collection_label: str = "name"
     uses_label: str = "uses"
@@ -56,7 +60,7 @@ class NetworkSettings:
                 raise ValueError(
                     f"block prefix /{self.block_prefix} is larger than pod pool {pool}"
                 )
-        pools = [*self.pod_pools, *self.service_pools]
+        pools = [*self.pod_pools, *self.service_pools, *self.public_pools]
         for i, a in enumerate(pools):
             for b in pools[i + 1 :]:
                 if a.overlaps(b):
@@ -182,6 +186,8 @@ class ServiceRecord:
     # "cluster" when Kubernetes chose the VIP, "allocated" when knm did.
     vip_source: str | None
     network: str | None
+    # A LoadBalancer service's address from the public pools; always knm's own.
+    public_ip: IPv4Address | None = None
 
     @property
     def uid(self) -> str:

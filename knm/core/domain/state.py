@@ -184,6 +184,8 @@ class ClusterState:
         self.pending: dict[tuple[str, str], None] = {}
         # Lowest index of each service pool that may be free; only ever an optimisation.
         self.vip_hint: dict[IPv4Network, int] = {}
+        # The same for each public pool.
+        self.public_hint: dict[IPv4Network, int] = {}
         self.block_hint: dict[IPv4Network, int] = {}
         # Per block: the offset below which no address is free (same promise as vip_hint).
         self.address_hint: dict[str, int] = {}
@@ -273,6 +275,8 @@ class ClusterState:
             self.services_by_item[(spec.namespace, key, value)].add(spec.uid)
         if record.vip is not None:
             self.holders[record.vip] = ("service", spec.uid)
+        if record.public_ip is not None:
+            self.holders[record.public_ip] = ("service", spec.uid)
         for ref in self.service_collections(record):
             self.collection_services[ref].add(spec.uid)
 
@@ -283,8 +287,9 @@ class ClusterState:
         _discard(self.services_by_namespace, spec.namespace, spec.uid)
         for key, value in (spec.selector or {}).items():
             _discard(self.services_by_item, (spec.namespace, key, value), spec.uid)
-        if record.vip is not None and self.holders.get(record.vip) == ("service", spec.uid):
-            del self.holders[record.vip]
+        for ip in (record.vip, record.public_ip):
+            if ip is not None and self.holders.get(ip) == ("service", spec.uid):
+                del self.holders[ip]
 
     def service_collections(self, record: ServiceRecord) -> set[CollectionRef]:
         """The collections a service selects: the one its selector names, else its backends'."""

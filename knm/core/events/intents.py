@@ -75,6 +75,8 @@ class ServiceDeclared(Event):
     network: str | None
     ports: tuple[ServicePortSpec, ...] = ()
     backends: tuple[Backend, ...] = ()
+    # A LoadBalancer service's public address: another address of the same backends.
+    public_ip: str | None = None
 
 
 class ServiceWithdrawn(Event):
@@ -82,6 +84,28 @@ class ServiceWithdrawn(Event):
     uid: str
     namespace: str
     name: str
+
+
+class PublicAddressDeclared(Event):
+    """A LoadBalancer service's address from the public pools: what its
+    status.loadBalancer.ingress says. Key `public/<uid>`."""
+
+    TYPE: ClassVar[str] = "PublicAddressDeclared"
+    uid: str
+    namespace: str
+    name: str
+    ip: str
+
+
+class PublicAddressWithdrawn(Event):
+    """The service's public address was released (the service is gone, or no longer a
+    LoadBalancer): its ingress is cleared."""
+
+    TYPE: ClassVar[str] = "PublicAddressWithdrawn"
+    uid: str
+    namespace: str
+    name: str
+    ip: str
 
 
 class PolicyPortSpec(Value):
@@ -142,6 +166,8 @@ INTENTS: tuple[type[Event], ...] = (
     InterfaceWithdrawn,
     ServiceDeclared,
     ServiceWithdrawn,
+    PublicAddressDeclared,
+    PublicAddressWithdrawn,
     PolicyDeclared,
     PolicyWithdrawn,
     BlockDeclared,

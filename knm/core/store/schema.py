@@ -126,6 +126,8 @@ class ServiceRow(Base):
     vip: Mapped[str | None] = mapped_column(String(IP), unique=True)
     vip_source: Mapped[str | None] = mapped_column(String(16))
     network: Mapped[str | None] = mapped_column(String(320))
+    # A LoadBalancer service's ingress address, from the public pools; unique like the VIP.
+    public_ip: Mapped[str | None] = mapped_column(String(IP), unique=True)
 
     __table_args__ = (Index(None, "namespace", "name"),)
 

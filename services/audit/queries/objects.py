@@ -27,7 +27,8 @@ def _named(*kinds: AddressKind) -> Select[Any]:
 
 
 POD_LINES = prepared("pod_lines", _named(AddressKind.POD, AddressKind.FLOATING))
-VIP_LINES = prepared("vip_lines", _named(AddressKind.SERVICE))
+# A LoadBalancer service's public address is one of its addresses too.
+VIP_LINES = prepared("vip_lines", _named(AddressKind.SERVICE, AddressKind.PUBLIC))
 
 
 def pod_history(connection: Connection, *, namespace: str, name: str, limit: int) -> PodHistory:

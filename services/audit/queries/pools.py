@@ -10,9 +10,8 @@ from ipaddress import IPv4Address, IPv4Network
 from sqlalchemy import Connection, func, select
 
 from knm.core.domain.addresses import block_count, is_reserved, pool_of
-from knm.core.domain.model import NetworkKind
 from knm.core.store.schema import BlockRow, PodRow, QuarantineRow, ServiceRow, table
-from services.audit.models import BlockUsage, Pools, PoolUsage
+from services.audit.models import BlockUsage, PoolKind, Pools, PoolUsage
 
 blocks = table(BlockRow)
 pods = table(PodRow)
@@ -38,6 +37,7 @@ def pool_usage(
     service_pools: Sequence[IPv4Network],
     block_prefix: int,
     now: datetime,
+    public_pools: Sequence[IPv4Network] = (),
 ) -> Pools:
     """Quarantine lines whose time is up count as free: the allocator drops them lazily.
 
@@ -61,6 +61,13 @@ def pool_usage(
         IPv4Address(vip)
         for (vip,) in connection.execute(select(services.c.vip).where(services.c.vip.is_not(None)))
     ]
+    public = [
+        IPv4Address(ip)
+        for (ip,) in connection.execute(
+            select(services.c.public_ip).where(services.c.public_ip.is_not(None))
+        )
+    ]
+    public_pool_list = list(public_pools)
     pod_pool_list = list(dict.fromkeys([*pod_pools, *(IPv4Network(row.pool) for row in claimed)]))
     service_pool_list = list(service_pools)
 
@@ -87,36 +94,55 @@ def pool_usage(
             )
         )
 
-    pool_held = Counter(pool_of(ip, (*pod_pool_list, *service_pool_list)) for ip in held)
+    pool_held = Counter(
+        pool_of(ip, (*pod_pool_list, *service_pool_list, *public_pool_list)) for ip in held
+    )
     vip_used = Counter(pool_of(vip, tuple(service_pool_list)) for vip in vips)
-    pool_rows = [
-        _pool(
-            pool,
-            kind=NetworkKind.POD,
-            used=pool_used[pool],
-            quarantined=pool_held[pool],
-            blocks_total=block_count(pool, block_prefix) if block_prefix >= pool.prefixlen else 0,
-            blocks_claimed=pool_blocks[pool],
-        )
-        for pool in pod_pool_list
-    ] + [
-        _pool(
-            pool,
-            kind=NetworkKind.SERVICE,
-            used=vip_used[pool],
-            quarantined=pool_held[pool],
-            blocks_total=None,
-            blocks_claimed=None,
-        )
-        for pool in service_pool_list
-    ]
+    public_used = Counter(pool_of(ip, tuple(public_pool_list)) for ip in public)
+    pool_rows = (
+        [
+            _pool(
+                pool,
+                kind=PoolKind.POD,
+                used=pool_used[pool],
+                quarantined=pool_held[pool],
+                blocks_total=block_count(pool, block_prefix)
+                if block_prefix >= pool.prefixlen
+                else 0,
+                blocks_claimed=pool_blocks[pool],
+            )
+            for pool in pod_pool_list
+        ]
+        + [
+            _pool(
+                pool,
+                kind=PoolKind.SERVICE,
+                used=vip_used[pool],
+                quarantined=pool_held[pool],
+                blocks_total=None,
+                blocks_claimed=None,
+            )
+            for pool in service_pool_list
+        ]
+        + [
+            _pool(
+                pool,
+                kind=PoolKind.PUBLIC,
+                used=public_used[pool],
+                quarantined=pool_held[pool],
+                blocks_total=None,
+                blocks_claimed=None,
+            )
+            for pool in public_pool_list
+        ]
+    )
     return Pools(at=now, pools=pool_rows, blocks=block_rows)
 
 
 def _pool(
     pool: IPv4Network,
     *,
-    kind: NetworkKind,
+    kind: PoolKind,
     used: int,
     quarantined: int,
     blocks_total: int | None,

@@ -72,6 +72,10 @@ def pods(draw: st.DrawFn) -> Pod:
     )
 
 
+# LoadBalancer twice: its public address is what most service rules now turn on.
+SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "LoadBalancer", "NodePort")
+
+
 @st.composite
 def services(draw: st.DrawFn) -> Service:
     uid = draw(st.sampled_from(SERVICE_UIDS))
@@ -99,6 +103,7 @@ def services(draw: st.DrawFn) -> Service:
             max_size=2,
         )
     )
+    kind = "ClusterIP" if headless else draw(st.sampled_from(SERVICE_TYPES))
     return Service(
         uid=uid,
         namespace=namespace_of(uid),
@@ -107,6 +112,7 @@ def services(draw: st.DrawFn) -> Service:
         ports=tuple(ports),
         cluster_ip=None if headless else cluster_ip,
         headless=headless,
+        type=kind,
     )
 
 

@@ -175,3 +175,58 @@ def test_a_terminated_pod_releases_its_address_and_floating_ip() -> None:
     assert len(cluster.state.floating) == 0
     assert cluster.state.pods.get("a").ip is None  # type: ignore[union-attr]
     assert len(cluster.state.networks) == 1  # only the service network remains
+
+
+def load_balancer(uid: str, *, type: str = "LoadBalancer") -> ServiceSeen:
+    return ServiceSeen(Service(uid, "default", uid, {"name": uid}, (ServicePort(80),), type=type))
+
+
+def public(cluster: Cluster) -> dict[str, str | None]:
+    return {
+        uid: str(r.public_ip) if r.public_ip else None for uid, r in cluster.state.services.items()
+    }
+
+
+def test_a_load_balancer_keeps_its_public_address_until_its_type_changes() -> None:
+    cluster = Cluster()
+    cluster.apply(load_balancer("a"), load_balancer("b"), load_balancer("a"))
+    assert public(cluster) == {"a": "10.1.0.1", "b": "10.1.0.2"}
+    # NodePort is not a load balancer: released, quarantined; its VIP stays.
+    cluster.apply(load_balancer("a", type="NodePort"))
+    assert public(cluster)["a"] is None
+    assert cluster.state.services.get("a").vip is not None  # type: ignore[union-attr]
+    held = cluster.state.quarantine.get(IPv4Address("10.1.0.1"))
+    assert held is not None
+    assert held.pool == "10.1.0.0/16"
+    # Back to a LoadBalancer inside the quarantine: the next free address.
+    cluster.apply(load_balancer("a"))
+    assert public(cluster) == {"a": "10.1.0.3", "b": "10.1.0.2"}
+
+
+def test_a_load_balancer_waiting_for_a_public_address_gets_the_first_one_freed() -> None:
+    settings = NetworkSettings(public_pools=(IPv4Network("10.1.0.0/30"),), quarantine=timedelta(0))
+    cluster = Cluster(settings)
+    cluster.apply(load_balancer("a"), load_balancer("b"), load_balancer("c"))
+    assert public(cluster) == {"a": "10.1.0.1", "b": "10.1.0.2", "c": None}
+    assert [(p.code, p.subject) for p in cluster.state.problems] == [
+        ("pool-exhausted", "service default/c")
+    ]
+    # Seen again while it waits: no second report.
+    cluster.apply(load_balancer("c"))
+    assert len(cluster.state.problems) == 1
+    cluster.apply(ServiceGone("a", "default", "a"))
+    assert public(cluster) == {"b": "10.1.0.2", "c": "10.1.0.1"}
+    assert not cluster.state.pending
+
+
+def test_a_public_address_in_quarantine_goes_to_a_waiting_load_balancer_when_it_expires() -> None:
+    settings = NetworkSettings(
+        public_pools=(IPv4Network("10.1.0.0/30"),), quarantine=timedelta(seconds=5)
+    )
+    cluster = Cluster(settings)
+    cluster.apply(load_balancer("a"), load_balancer("b"), load_balancer("c"))
+    cluster.apply(load_balancer("a", type="ClusterIP"))
+    assert public(cluster)["c"] is None
+    # Any later observation past the quarantine hands the address over.
+    cluster.apply(pod("p1"), pod("p2"), pod("p3"), pod("p4"), pod("p5"))
+    assert public(cluster) == {"a": None, "b": "10.1.0.2", "c": "10.1.0.1"}

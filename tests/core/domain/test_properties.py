@@ -18,6 +18,7 @@ from knm.core.domain.engine import (
     PodGone,
     ServiceGone,
     wants_address,
+    wants_public,
     wants_vip,
 )
 from knm.core.domain.labels import collection_of, pod_network_name
@@ -249,7 +250,11 @@ def test_deleting_everything_returns_every_address_and_history_balances(
 def test_no_address_is_handed_out_again_inside_its_quarantine(
     observations: list[Observation], quarantine: int
 ) -> None:
-    custom = NetworkSettings(quarantine=timedelta(seconds=quarantine), block_prefix=29)
+    custom = NetworkSettings(
+        quarantine=timedelta(seconds=quarantine),
+        block_prefix=29,
+        public_pools=(IPv4Network("10.1.0.0/30"),),
+    )
     _, batches = run(observations, settings_=custom)
     released: dict[IPv4Address, AddressEvent] = {}
     for event in history_of(batches):
@@ -281,3 +286,56 @@ def test_the_history_records_the_causing_fact_and_holder() -> None:
     assert events[0].ip == events[1].ip
     assert events[1].at - events[0].at == timedelta(seconds=1)
     assert len(state.quarantine) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(max_size=60), st.sampled_from((0, 3, 60)))
+def test_public_addresses_go_to_load_balancers_only_unique_and_as_soon_as_one_is_free(
+    observations: list[Observation], quarantine: int
+) -> None:
+    # Two usable addresses for up to six services: exhaustion, waiting and reuse happen.
+    pool = IPv4Network("10.1.0.0/30")
+    custom = NetworkSettings(quarantine=timedelta(seconds=quarantine), public_pools=(pool,))
+    state, batches = run(observations, settings_=custom)
+    # Stable: a load balancer that stays one keeps its address, step after step.
+    stepped = ClusterState(collection_label="name")
+    model = NetworkModel(stepped, custom)
+    for step, observation in enumerate(observations):
+        before = {uid: r.public_ip for uid, r in stepped.services.items()}
+        model.apply(observation, cause(step))
+        for uid, ip in before.items():
+            after = stepped.services.get(uid)
+            if ip is not None and after is not None and wants_public(after.spec):
+                assert after.public_ip == ip, (uid, observation)
+    held = [r.public_ip for r in state.services.values() if r.public_ip is not None]
+    assert len(set(held)) == len(held)
+    assert all(
+        ip in pool and ip not in (pool.network_address, pool.broadcast_address) for ip in held
+    )
+    for record in state.services.values():
+        if record.public_ip is not None:
+            assert wants_public(record.spec)
+            assert state.holders[record.public_ip] == ("service", record.uid)
+    waiting = [r for r in state.services.values() if wants_public(r.spec) and r.public_ip is None]
+    if waiting and observations:
+        now = cause(len(observations) - 1).at
+        free = [
+            ip
+            for ip in pool.hosts()
+            if ip not in state.holders
+            and ((kept := state.quarantine.get(ip)) is None or kept.until <= now)
+        ]
+        assert not free, f"{[r.uid for r in waiting]} wait while {free} is free"
+        assert all(("public", r.uid) in state.pending for r in waiting)
+    # Each public line names its pool and a LoadBalancer service; releases follow holdings.
+    tenure: dict[IPv4Address, str] = {}
+    for event in history_of(batches):
+        if event.kind.value != "public":
+            continue
+        assert event.pool == str(pool)
+        if event.action is AddressAction.ALLOCATED:
+            assert event.ip not in tenure
+            tenure[event.ip] = event.uid
+        else:
+            assert tenure.pop(event.ip) == event.uid
+    assert tenure == {r.public_ip: r.uid for r in state.services.values() if r.public_ip}

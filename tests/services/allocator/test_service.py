@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -260,3 +261,143 @@ def test_replaying_the_facts_with_duplicates_gives_the_identical_state(
     duplicated = _final(engine, lambda bus: bus.publisher().publish(noisy), batch)
     assert clean == again
     assert clean == duplicated
+
+
+def test_load_balancers_get_public_addresses_released_with_the_type_or_the_service(
+    engine: Engine, bus: MemoryBus
+) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from knm.core.domain.engine import ServiceGone
+    from knm.core.events.intents import PublicAddressDeclared, PublicAddressWithdrawn
+    from knm.core.store.schema import QuarantineRow, ServiceRow
+
+    lb = Service(
+        "s-lb", "shop", "front", {"name": "front"}, (ServicePort(80),), type="LoadBalancer"
+    )
+    other = replace(lb, uid="s-other", name="other")
+    publish(
+        bus,
+        [
+            ServiceSeen(lb),
+            ServiceSeen(replace(lb, type="ClusterIP")),  # releases 10.1.0.1 into quarantine
+            ServiceSeen(lb),  # so it comes back with the next address
+            ServiceSeen(other),
+            ServiceGone("s-lb", "shop", "front"),
+        ],
+    )
+    first = make(engine, bus, batch_size=1)
+    run_until_idle(first)
+    first.close()
+
+    with engine.connect() as connection:
+        services = {s["name"]: s for s in plan_document(connection)["services"]}
+        history = connection.execute(
+            select(table(AddressHistoryRow))
+            .where(table(AddressHistoryRow).c.kind == "public")
+            .order_by(table(AddressHistoryRow).c.seq)
+        ).all()
+        quarantined = {
+            row.ip: row.pool for row in connection.execute(select(table(QuarantineRow))).all()
+        }
+        public = connection.execute(select(table(ServiceRow).c.public_ip)).scalars().all()
+    assert services == {"other": services["other"]}
+    assert services["other"]["public_ip"] == "10.1.0.3"
+    assert public == ["10.1.0.3"]
+    assert [(h.action, h.ip, h.uid, h.pool, h.network) for h in history] == [
+        ("allocated", "10.1.0.1", "s-lb", "10.1.0.0/16", "shop/service-front"),
+        ("released", "10.1.0.1", "s-lb", "10.1.0.0/16", "shop/service-front"),
+        ("allocated", "10.1.0.2", "s-lb", "10.1.0.0/16", "shop/service-front"),
+        ("allocated", "10.1.0.3", "s-other", "10.1.0.0/16", "shop/service-other"),
+        ("released", "10.1.0.2", "s-lb", "10.1.0.0/16", "shop/service-front"),
+    ]
+    assert {ip: pool for ip, pool in quarantined.items() if ip.startswith("10.1.")} == {
+        "10.1.0.1": "10.1.0.0/16",
+        "10.1.0.2": "10.1.0.0/16",
+    }
+    announced = [
+        (r.key, type(p).__name__, p.ip)
+        for r in bus.records(TOPICS.intents)
+        if isinstance(p := decode(r.value).payload, PublicAddressDeclared | PublicAddressWithdrawn)
+    ]
+    assert announced == [
+        ("public/s-lb", "PublicAddressDeclared", "10.1.0.1"),
+        ("public/s-lb", "PublicAddressWithdrawn", "10.1.0.1"),
+        ("public/s-lb", "PublicAddressDeclared", "10.1.0.2"),
+        ("public/s-other", "PublicAddressDeclared", "10.1.0.3"),
+        ("public/s-lb", "PublicAddressWithdrawn", "10.1.0.2"),
+    ]
+    declared = [
+        p
+        for r in bus.records(TOPICS.intents)
+        if isinstance(p := decode(r.value).payload, ServiceDeclared)
+    ]
+    assert declared[-1].name == "other"
+    assert declared[-1].public_ip == "10.1.0.3"
+
+    # A restarted allocator loads who holds what: the next one skips the held address
+    # and the two in quarantine.
+    later = [
+        (key, message.model_copy(update={"id": uuid.uuid4()}))
+        for key, message in envelopes(
+            [ServiceSeen(replace(lb, uid="s-new", name="new"))], start=T0 + timedelta(seconds=10)
+        )
+    ]
+    bus.publisher().publish(messages(later, TOPICS))
+    run_until_idle(make(engine, bus))
+    with engine.connect() as connection:
+        services = {s["name"]: s for s in plan_document(connection)["services"]}
+    assert services["new"]["public_ip"] == "10.1.0.4"
+
+
+def test_endpoint_slices_and_network_policies_are_consumed_and_not_acted_on(
+    engine: Engine, bus: MemoryBus
+) -> None:
+    """No rule uses them yet: they are recorded as applied (never redelivered work, never
+    dead letters) and change nothing of the model."""
+    from knm.core.events.base import envelope
+    from knm.core.events.codec import encode
+    from knm.core.events.facts import (
+        EndpointSliceDeleted,
+        EndpointSliceObserved,
+        EndpointSpec,
+        NetworkPolicyDeleted,
+        NetworkPolicyObserved,
+    )
+
+    publish(bus, seed_observations())
+    events: list[
+        EndpointSliceObserved | NetworkPolicyObserved | EndpointSliceDeleted | NetworkPolicyDeleted
+    ] = [
+        EndpointSliceObserved(
+            uid="es",
+            namespace="default",
+            name="redis-x",
+            service="redis",
+            endpoints=(EndpointSpec(addresses=("10.0.0.1",), pod_uid="p-redis"),),
+        ),
+        NetworkPolicyObserved(uid="np", namespace="default", name="deny"),
+        EndpointSliceDeleted(uid="es", namespace="default", name="redis-x"),
+        NetworkPolicyDeleted(uid="np", namespace="default", name="deny"),
+    ]
+    later = [
+        envelope(event, key=f"{event.TYPE}/default/{event.name}", occurred_at=T0)
+        for event in events
+    ]
+    bus.publisher().publish(
+        [OutgoingMessage(TOPICS.facts, "default", encode(message)) for message in later]
+    )
+    allocator = make(engine, bus)
+    run_until_idle(allocator)
+    with engine.connect() as connection:
+        document = plan_document(connection)
+        applied = tracking.already_applied(
+            connection, consumer=TOPICS.group("allocator"), event_ids=[str(m.id) for m in later]
+        )
+
+    assert applied == {str(m.id) for m in later}
+    assert allocator.applied == len(seed_observations()) + len(later)
+    assert allocator.dead_lettered == 0
+    assert bus.records(TOPICS.dead_letters) == []
+    assert [p["name"] for p in document["pods"]] == ["redis", "web"]

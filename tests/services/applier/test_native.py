@@ -186,3 +186,36 @@ def test_the_overlay_lists_nodes_with_their_blocks() -> None:
     assert len(overlay.revision) == 16
     assert overlay.revision == compile_overlay(model).revision
     assert overlay.revision != compile_overlay(DesiredModel()).revision
+
+
+def test_a_public_address_is_another_vip_of_its_service_with_the_same_allows() -> None:
+    shop = Shop()
+    public = shop.redis_service.model_copy(update={"public_ip": "10.1.0.1"})
+    events = [e if e is not shop.redis_service else public for e in shop.intents()]
+    model = model_of(events)
+
+    for node in ("n1", "n2"):
+        program = compile_node(model, node, gateway=GATEWAY)
+        maps = {v.vip: v for v in program.services if v.name == "redis"}
+        assert set(maps) == {"10.254.0.10", "10.1.0.1"}, node
+        assert maps["10.1.0.1"] == maps["10.254.0.10"].model_copy(update={"vip": "10.1.0.1"})
+        by_vip = {
+            vip: {
+                (a.from_network, a.declared, a.ports)
+                for a in program.allows
+                if a.service == "shop/redis" and a.vip == vip
+            }
+            for vip in maps
+        }
+        assert by_vip["10.254.0.10"], node
+        assert by_vip["10.1.0.1"] == by_vip["10.254.0.10"], node
+    # The billing node neither reaches nor hosts redis: neither address is there.
+    billing = compile_node(model, "n3", gateway=GATEWAY)
+    assert not [v for v in billing.services if v.name == "redis"]
+
+    # Released: the public address leaves every program.
+    model.apply(shop.redis_service)
+    for node in ("n1", "n2"):
+        program = compile_node(model, node, gateway=GATEWAY)
+        assert "10.1.0.1" not in {v.vip for v in program.services}
+        assert "10.1.0.1" not in {a.vip for a in program.allows}

@@ -76,6 +76,8 @@ def test_holder_just_before_and_at_every_boundary(client: TestClient, lines: lis
     web_1 = address(lines, kind="pod", uid="web-1")
     web_vip = address(lines, kind="service", uid="svc-web")
     admin_vip = address(lines, kind="service", uid="svc-db-admin")
+    admin_public = address(lines, kind="public", uid="svc-db-admin")
+    assert admin_public == "10.1.0.1"
     expected: list[tuple[str, datetime, tuple[str, str] | None]] = [
         (reused, T0 - TICK, None),
         (reused, T0, ("web-2", "web-2")),
@@ -96,6 +98,11 @@ def test_holder_just_before_and_at_every_boundary(client: TestClient, lines: lis
         (web_vip, at(110), ("web", "svc-web")),
         (admin_vip, at(120) - TICK, ("db-admin", "svc-db-admin")),
         (admin_vip, at(120), None),
+        # A LoadBalancer's public address: held by the service from its first fact on.
+        (admin_public, T0 - TICK, None),
+        (admin_public, T0, ("db-admin", "svc-db-admin")),
+        (admin_public, at(120) - TICK, ("db-admin", "svc-db-admin")),
+        (admin_public, at(120), None),
         ("10.0.0.200", at(50), None),
     ]
     for ip, instant, who in expected:
@@ -198,7 +205,13 @@ def test_service_history_has_its_vips_and_backends_over_time(client: TestClient)
         ("web-3", "web-3", 20.0, 110.0),
     ]
     admin = client.get("/v1/services/shop/db-admin/history").json()
-    assert spans(admin["vips"]) == [("db-admin", "svc-db-admin", 0.0, 120.0)]
+    # Its VIP, and its public address (a LoadBalancer).
+    assert [
+        (h["kind"], *span) for h, span in zip(admin["vips"], spans(admin["vips"]), strict=True)
+    ] == [
+        ("service", "db-admin", "svc-db-admin", 0.0, 120.0),
+        ("public", "db-admin", "svc-db-admin", 0.0, 120.0),
+    ]
     assert spans(admin["backends"]) == [("db", "db-1", 0.0, 30.0), ("db", "db-2", 30.0, 120.0)]
     none = client.get("/v1/services/shop/never/history").json()
     assert (none["vips"], none["backends"], none["truncated"]) == ([], [], False)
@@ -334,6 +347,17 @@ def test_pools_count_used_quarantined_and_free(client: TestClient) -> None:
         "used": 2,
         "quarantined": 1,
         "free": 65531,
+        "blocks_total": None,
+        "blocks_claimed": None,
+    }
+    # db-admin's public address too (a LoadBalancer, deleted at T0+120 s).
+    assert pools["10.1.0.0/16"] == {
+        "pool": "10.1.0.0/16",
+        "kind": "public",
+        "capacity": 65534,
+        "used": 0,
+        "quarantined": 1,
+        "free": 65533,
         "blocks_total": None,
         "blocks_claimed": None,
     }

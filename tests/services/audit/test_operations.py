@@ -86,7 +86,7 @@ def test_ready_only_with_the_database_at_this_schema(bare_engine: Engine) -> Non
             assert response.status_code == 503
             assert response.json() == {
                 "status": "unavailable",
-                "detail": "the database is at schema None, this knm reads 0004",
+                "detail": "the database is at schema None, this knm reads 0005",
             }
             assert client.get("/healthz").json() == {"status": "ok", "detail": None}
     finally:

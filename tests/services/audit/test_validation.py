@@ -34,7 +34,11 @@ CASES = [
     ("/v1/allocations", {"network": "web"}, "'web' is not a valid network"),
     ("/v1/allocations", {"node": "Node 1"}, "'Node 1' is not a valid node name"),
     ("/v1/allocations", {"since": "2026-11-27"}, "is not an RFC 3339 time"),
-    ("/v1/allocations", {"kind": "vip"}, "Input should be 'pod', 'service' or 'floating'"),
+    (
+        "/v1/allocations",
+        {"kind": "vip"},
+        "Input should be 'pod', 'service', 'floating' or 'public'",
+    ),
     # A misspelt parameter is refused rather than ignored.
     (
         "/v1/ips/10.0.0.1/history",

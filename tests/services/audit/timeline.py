@@ -43,12 +43,14 @@ def pod(name: str, *, uid: str, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def service(name: str, *, selector: dict[str, str], port: int) -> dict[str, Any]:
+def service(
+    name: str, *, selector: dict[str, str], port: int, type: str = "ClusterIP"
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"svc-{name}"},
-        "spec": {"selector": selector, "ports": [{"port": port}]},
+        "spec": {"selector": selector, "ports": [{"port": port}], "type": type},
     }
 
 
@@ -63,7 +65,10 @@ def _cluster() -> list[tuple[float, dict[str, dict[str, Any]]]]:
         "db": pod("db", uid="db-1", labels={"name": "db"}),
         "svc-web": service("web", selector={"app": "web"}, port=80),
         "svc-db": service("db", selector={"name": "db"}, port=5432),
-        "svc-db-admin": service("db-admin", selector={"name": "db"}, port=8080),
+        # A LoadBalancer: it holds a public address too, until it is deleted.
+        "svc-db-admin": service(
+            "db-admin", selector={"name": "db"}, port=8080, type="LoadBalancer"
+        ),
     }
     steps = [(0.0, dict(objects))]
     del objects["web-2"]

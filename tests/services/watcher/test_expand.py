@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from services.watcher.errors import BadManifestError
 from services.watcher.expand import NAMESPACE, Cluster, expand
 from services.watcher.manifests import Declared
-from services.watcher.objects import Controller, Node, Pod, parse_object
+from services.watcher.objects import (
+    Controller,
+    EndpointSlice,
+    NetworkPolicy,
+    Node,
+    Pod,
+    parse_object,
+)
 from tests.services.watcher.builders import Manifest, apps, namespace, pod, rc, service
 
 UNDERLAY = IPv4Network("192.168.0.0/16")
@@ -29,7 +36,7 @@ def declared(*documents: Manifest) -> list[Declared]:
     for index, document in enumerate(documents, start=1):
         parsed = parse_object(document)
         assert parsed is not None
-        assert not isinstance(parsed.object, Node)
+        assert not isinstance(parsed.object, Node | EndpointSlice | NetworkPolicy)
         found.append(Declared(f"test.yaml: document {index}", parsed.object))
     return found
 

@@ -19,7 +19,18 @@ import pytest
 from knm.core.bus.memory import MemoryBus
 from knm.core.clock import utcnow
 from knm.core.events.codec import decode
-from knm.core.events.facts import OwnerReference, PodObserved, ServiceObserved
+from knm.core.events.facts import (
+    EndpointSliceDeleted,
+    EndpointSliceObserved,
+    LabelSelectorSpec,
+    NetworkPolicyDeleted,
+    NetworkPolicyObserved,
+    NetworkPolicyPortSpec,
+    OwnerReference,
+    PodObserved,
+    SelectorRequirementSpec,
+    ServiceObserved,
+)
 from knm.core.topics import Topics
 from services.watcher.informer import Informer
 from services.watcher.live import LiveSource
@@ -243,5 +254,115 @@ def test_resyncs_publish_only_what_differs(namespace: str) -> None:
         kubectl("label", "-n", namespace, "rc/db", "tier=back")
         assert wait_for(lambda: watcher.publish_changes() >= 0 and len(ours()) > first, timeout=10)
         assert ours()[first:] == [f"ReplicationController/{namespace}/db"]
+    finally:
+        informer.stop()
+
+
+POLICIES = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-front}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+    - from:
+        - podSelector:
+            matchExpressions: [{key: tier, operator: In, values: [front]}]
+      ports: [{port: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+"""
+
+
+def slices_of(seen: dict[str, Any], service: str) -> list[EndpointSliceObserved]:
+    return [
+        event
+        for event in seen.values()
+        if isinstance(event, EndpointSliceObserved) and event.service == service
+    ]
+
+
+def test_endpoint_slices_and_network_policies_arrive_and_their_deletions_during_a_cut(
+    namespace: str, cut: Relay, tmp_path: Path
+) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=DEPLOYMENT + "---" + POLICIES)
+    wait_running(namespace, 3)
+    informer = started(cut.kubeconfig(tmp_path), backoff_ceiling=1.0)
+    bus = MemoryBus()
+    watcher = Watcher(source=informer, publisher=bus.publisher(), topics=Topics(), clock=utcnow)
+    try:
+        # The endpoint-slice controller fills the slice once both web pods are ready.
+        assert wait_for(
+            lambda: (
+                sum(
+                    e.ready
+                    for s in slices_of(facts(informer, namespace), "web")
+                    for e in s.endpoints
+                )
+                == 2
+            ),
+            timeout=30,
+        )
+        assert converges(informer, namespace)
+        seen = facts(informer, namespace)
+        (web,) = slices_of(seen, "web")
+        pods = {
+            event.uid: event
+            for event in seen.values()
+            if isinstance(event, PodObserved) and event.labels.get("app") == "web"
+        }
+        assert web.address_type == "IPv4"
+        assert [(p.port, p.protocol) for p in web.ports] == [(8080, "TCP")]
+        assert {e.pod_uid for e in web.endpoints} == set(pods)
+        assert {e.node for e in web.endpoints} == {
+            pods[e.pod_uid].node for e in web.endpoints if e.pod_uid
+        }
+        policy = seen[f"NetworkPolicy/{namespace}/web-from-front"]
+        assert isinstance(policy, NetworkPolicyObserved)
+        assert policy.pod_selector == LabelSelectorSpec(match_labels={"app": "web"})
+        assert policy.policy_types == ("Ingress",)
+        (rule,) = policy.ingress
+        assert rule.ports == (NetworkPolicyPortSpec(protocol="TCP", port=8080),)
+        (peer,) = rule.peers
+        assert peer.pod_selector == LabelSelectorSpec(
+            match_expressions=(
+                SelectorRequirementSpec(key="tier", operator="In", values=("front",)),
+            )
+        )
+        deny = seen[f"NetworkPolicy/{namespace}/deny-egress"]
+        assert isinstance(deny, NetworkPolicyObserved)
+        assert (deny.policy_types, deny.egress) == (("Egress",), ())
+        watcher.publish_changes()
+        published = {(r.position, r.offset) for r in bus.records(Topics().facts)}
+
+        cut.cut()
+        # While the watcher is away: a policy and a service (so its slice) deleted.
+        kubectl("delete", "-n", namespace, "networkpolicy/deny-egress", "service/web")
+        kubectl("scale", "-n", namespace, "deployment/web", "--replicas=3")
+        wait_running(namespace, 4)
+        cut.restore()
+        assert wait_for(lambda: not slices_of(fresh(namespace), "web"), timeout=30)
+        assert converges(informer, namespace)
+        watcher.publish_changes()
+        after = [
+            decode(r.value).payload
+            for r in bus.records(Topics().facts)
+            if (r.position, r.offset) not in published
+        ]
+        deleted = {
+            (type(event).__name__, event.name)
+            for event in after
+            if isinstance(event, EndpointSliceDeleted | NetworkPolicyDeleted)
+        }
+        assert ("NetworkPolicyDeleted", "deny-egress") in deleted
+        assert ("EndpointSliceDeleted", web.name) in deleted
+        seen = facts(informer, namespace)
+        assert f"NetworkPolicy/{namespace}/deny-egress" not in seen
+        assert f"NetworkPolicy/{namespace}/web-from-front" in seen
     finally:
         informer.stop()

@@ -224,6 +224,34 @@ def test_other_kinds_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
     )
 
 
+def test_endpoint_slices_and_network_policies_are_read_from_a_live_cluster_only(
+    tmp_path: Path,
+) -> None:
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": "shop"},
+        "spec": {"podSelector": {}},
+    }
+    slices = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-1"},
+        "addressType": "IPv4",
+    }
+    path = write_yaml(tmp_path / "live.yaml", policy, slices, pod("web"))
+
+    declarations = declared_objects(load_documents([path]))
+
+    assert [type(d.object) for d in declarations.objects] == [Pod]
+    assert declarations.warnings == (
+        f"{path}: document 1: skipped NetworkPolicy shop/deny: "
+        "knm reads this kind from a live cluster only",
+        f"{path}: document 2: skipped EndpointSlice default/web-1: "
+        "knm reads this kind from a live cluster only",
+    )
+
+
 def test_declared_nodes_are_skipped_because_nodes_are_simulated(tmp_path: Path) -> None:
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "big"}}
     path = write_yaml(tmp_path / "node.yaml", node)
