@@ -42,7 +42,7 @@ def test_a_vip_spreads_connections_over_its_backends(lab: Lab) -> None:
     frontend = lab.service("default/frontend")
     assert len(frontend.backends) == 3
     client = lab.pod("default/loadgen-")
-    # Fixed source ports: the flow hash makes the outcome reproducible run to run.
+    # Fixed source ports: the spread must not depend on how a client picks them.
     answers = Counter(
         probe(
             netns=client.netns,
