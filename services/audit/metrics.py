@@ -214,8 +214,8 @@ class RequestMetrics:
             "client": client[0] if client else None,
             "token": state.get("token"),
         }
-        # What `access.info("request", extra=fields)` does, without looking up the
-        # caller's file and line in the stack: this line would always name itself.
+        # What `access.info("request", extra=fields)` does, without walking the stack for
+        # the caller's file and line: the caller would always be this line.
         access.handle(
             access.makeRecord(
                 access.name, logging.INFO, __file__, 0, "request", (), None, None, fields

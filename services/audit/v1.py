@@ -57,7 +57,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 class Answered(Response):
     """An answer's fields (a dict in the order of its model's fields, values as the
     database gave them) serialized by pydantic straight to JSON: the same bytes the model
-    would give (tests/services/audit/test_answers.py holds them to it), without building
+    would give (tests/services/audit/test_shortcut.py holds them to it), without building
     one. The route's `response_model` still documents it."""
 
     media_type = "application/json"
