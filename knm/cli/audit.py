@@ -37,6 +37,7 @@ from knm.core.store.database import require_current_schema
 from knm.runtime.process import stop_on_signals
 from services.audit.app import create_app, openapi_text
 from services.audit.database import read_only_engine
+from services.audit.gathered import GatheringProtocol
 from services.audit.metrics import lean_access_log
 from services.audit.models import Holder, Holding
 from services.audit.parsing import (
@@ -147,6 +148,9 @@ def _serve(
                 access_log=False,
                 server_header=False,
                 lifespan="off",
+                # httptools, with each response's status line, headers and body in one
+                # send (services/audit/gathered.py).
+                http=GatheringProtocol,
             )
         )
         # What is built by now (the modules, the application) lives as long as the

@@ -170,6 +170,9 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, access_log: bool) -> None:
         self._app = app
         self._histogram = metrics.requests
+        # Each (method, route, status)'s series, found once: `labels()` takes a lock and
+        # builds its key on every call.
+        self._series: dict[tuple[str, str, int], Histogram] = {}
         self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,22 +193,32 @@ class RequestMetrics:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self._histogram.labels(scope["method"], route, str(status)).observe(elapsed)
-            if self._access_log:
+            key = (scope["method"], route, status)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = self._histogram.labels(
+                    scope["method"], route, str(status)
+                )
+            series.observe(elapsed)
+            if self._access_log and access.isEnabledFor(logging.INFO):
                 self._log(scope, status=status, elapsed=elapsed)
 
     def _log(self, scope: Scope, *, status: int, elapsed: float) -> None:
         state: MutableMapping[str, Any] = scope.get("state") or {}
         client = scope.get("client")
         query = scope.get("query_string", b"").decode("latin-1")
-        access.info(
-            "request",
-            extra={
-                "method": scope["method"],
-                "path": scope["path"] + (f"?{query}" if query else ""),
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "client": client[0] if client else None,
-                "token": state.get("token"),
-            },
+        fields = {
+            "method": scope["method"],
+            "path": scope["path"] + (f"?{query}" if query else ""),
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "client": client[0] if client else None,
+            "token": state.get("token"),
+        }
+        # What `access.info("request", extra=fields)` does, without walking the stack for
+        # the caller's file and line: the caller would always be this line.
+        access.handle(
+            access.makeRecord(
+                access.name, logging.INFO, __file__, 0, "request", (), None, None, fields
+            )
         )

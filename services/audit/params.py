@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 LIMIT_MAX = 1000
 HISTORY_LIMIT_MAX = 10_000
+HISTORY_LIMIT_DEFAULT = 1000
 
 
 def checked(parse: Callable[[str], T]) -> BeforeValidator:

@@ -60,7 +60,10 @@ class Nonblocking:
         self._open = 0
         self._idle: list[Any] = []
         self._prepared: dict[Any, set[str]] = {}
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._watches: dict[Any, Watch] = {}
+        self._cursors: dict[Any, Any] = {}
+        # Requests waiting for a connection: each is handed one, or None for a free slot.
+        self._waiting: deque[asyncio.Future[Any]] = deque()
 
     @classmethod
     def for_engine(cls, engine: Engine, *, size: int) -> Nonblocking:
@@ -77,8 +80,7 @@ class Nonblocking:
         except BaseException:
             self._discard(connection)
             raise
-        self._idle.append(connection)
-        self._wake()
+        self._give(connection)
         return found
 
     def close(self) -> None:
@@ -89,45 +91,76 @@ class Nonblocking:
         self, connection: Any, statement: Prepared, values: Mapping[str, Any]
     ) -> Sequence[Sequence[Any]]:
         held = self._prepared[connection]
-        given = {**statement.defaults, **values}
-        cursor = connection.cursor()
-        try:
-            if statement.name not in held:
-                cursor.execute(f"PREPARE {statement.name} AS {statement.sql}")
-                await _ready(connection)
-                held.add(statement.name)
-            cursor.execute(statement.execute, [given[name] for name in statement.positions])
-            await _ready(connection)
-            found: list[tuple[Any, ...]] = cursor.fetchall()
-            return found
-        finally:
-            cursor.close()
+        watch = self._watches[connection]
+        # One cursor per connection, used by one query at a time.
+        cursor = self._cursors[connection]
+        if statement.name not in held:
+            cursor.execute(f"PREPARE {statement.name} AS {statement.sql}")
+            await _ready(connection, watch)
+            held.add(statement.name)
+        given = {**statement.defaults, **values} if statement.defaults else values
+        cursor.execute(statement.execute, [given[name] for name in statement.positions])
+        await _ready(connection, watch)
+        found: list[tuple[Any, ...]] = cursor.fetchall()
+        return found
 
     async def _take(self) -> Any:
+        """A connection: an idle one, a new one while fewer than `size` are open, or else
+        the one the longest waiting request is handed when it is free.
+
+        Handed, not put back for whoever asks next: with requests arriving all the time,
+        a freed connection left in the idle list went to a newcomer ahead of the waiting
+        ones, which then waited for many queries in a row (the bench's p99).
+        """
         while True:
             if self._idle:
                 return self._idle.pop()
             if self._open < self._size:
-                self._open += 1
-                try:
-                    connection = psycopg2.connect(**self._connect_args, async_=True)
-                    await _ready(connection)
-                except BaseException:
-                    self._open -= 1
-                    self._wake()
-                    raise
-                self._prepared[connection] = set()
-                return connection
-            waiter = asyncio.get_running_loop().create_future()
+                return await self._connect()
+            waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
-                await waiter
+                handed = await waiter
             except asyncio.CancelledError:
-                # It may have been woken already: hand the turn on.
-                self._wake()
+                # It may have been handed a connection or a slot already: pass it on.
+                if waiter.done() and not waiter.cancelled():
+                    if waiter.result() is None:
+                        self._wake()
+                    else:
+                        self._give(waiter.result())
                 raise
+            if handed is not None:
+                return handed
+            # A slot was freed (a connection closed): open one, if nobody took it first.
+
+    async def _connect(self) -> Any:
+        self._open += 1
+        connection = None
+        try:
+            connection = psycopg2.connect(**self._connect_args, async_=True)
+            self._watches[connection] = Watch(connection.fileno())
+            await _ready(connection, self._watches[connection])
+        except BaseException:
+            self._open -= 1
+            if connection is not None:
+                self._forget(connection)
+            self._wake()
+            raise
+        self._prepared[connection] = set()
+        self._cursors[connection] = connection.cursor()
+        return connection
+
+    def _give(self, connection: Any) -> None:
+        """A free connection to the longest waiting request, or to the idle list."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self._idle.append(connection)
 
     def _wake(self) -> None:
+        """A slot freed: the longest waiting request opens a connection."""
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -135,39 +168,84 @@ class Nonblocking:
                 return
 
     def _discard(self, connection: Any) -> None:
-        self._prepared.pop(connection, None)
         self._open -= 1
+        self._forget(connection)
+        self._wake()
+
+    def _forget(self, connection: Any) -> None:
+        self._prepared.pop(connection, None)
+        self._cursors.pop(connection, None)
+        watch = self._watches.pop(connection, None)
+        # Before the socket is closed: its number may be another's next.
+        if watch is not None:
+            watch.stop()
         try:
             connection.close()
         except psycopg2.Error as error:
             log.warning("closing a database connection", extra={"error": type(error).__name__})
-        self._wake()
 
 
-async def _ready(connection: Any) -> None:
+class Watch:
+    """A connection's socket, watched by the event loop for as long as the connection is
+    used: registering it with the loop and removing it again for every query cost two
+    system calls per query.
+
+    Readable with no query waiting means the server closed the connection or sent a
+    notice: the watch then stops (the loop would otherwise call it again at once), and the
+    next query on the connection watches again and finds out what it was.
+    """
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # Not watched yet, stopped, or watched by another loop (one per test, say).
+            self.stop()
+            loop.add_reader(self._descriptor, self._ready)
+            self._loop = loop
+        self._waiter = loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _ready(self) -> None:
+        if self._waiter is None:
+            self.stop()
+        elif not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def stop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._descriptor)
+        self._loop = None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _ready(connection: Any, watch: Watch) -> None:
     """Until psycopg2 says the connection's last command is done, waiting on its socket."""
-    loop = asyncio.get_running_loop()
     while True:
         state = connection.poll()
         if state == psycopg2.extensions.POLL_OK:
             return
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def wake(future: asyncio.Future[None] = ready) -> None:
-            if not future.done():
-                future.set_result(None)
-
-        descriptor = connection.fileno()
         if state == psycopg2.extensions.POLL_READ:
-            loop.add_reader(descriptor, wake)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(descriptor)
+            await watch.readable()
         elif state == psycopg2.extensions.POLL_WRITE:
-            loop.add_writer(descriptor, wake)
+            # A command too long for the socket's buffer, or the connection's start.
+            loop = asyncio.get_running_loop()
+            writable: asyncio.Future[None] = loop.create_future()
+            descriptor = connection.fileno()
+            loop.add_writer(descriptor, _settle, writable)
             try:
-                await ready
+                await writable
             finally:
                 loop.remove_writer(descriptor)
         else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Response, status
-from pydantic import BaseModel
+from pydantic_core import to_json
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -29,12 +29,13 @@ from services.audit.models import (
 from services.audit.queries.addresses import (
     ADDRESS_LINES,
     HOLDER_AT,
-    address_history_from,
-    holder_from,
+    address_history_fields,
+    holder_fields,
+    nobody_held,
 )
 from services.audit.queries.changes import ChangeFilter, changes
 from services.audit.queries.networks import list_networks, network_detail
-from services.audit.queries.objects import POD_LINES, pod_history_from, service_history
+from services.audit.queries.objects import POD_LINES, pod_history_fields, service_history
 from services.audit.queries.pools import pool_usage
 from services.audit.readers import Reader
 from services.audit.strict import DeclaredQueries
@@ -54,18 +55,25 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class Answered(Response):
-    """A model's JSON, serialized once by pydantic. The route's `response_model` still
-    documents it; FastAPI would otherwise validate the model a second time and then
-    serialize it, for every request."""
+    """An answer's fields (a dict in the order of its model's fields, values as the
+    database gave them) serialized by pydantic straight to JSON: the same bytes the model
+    would give (tests/services/audit/test_shortcut.py holds them to it), without building
+    one. The route's `response_model` still documents it."""
 
     media_type = "application/json"
 
-    def __init__(self, model: BaseModel) -> None:
-        super().__init__(model.__pydantic_serializer__.to_json(model))
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__(to_json(fields))
 
 
 def register(
-    app: FastAPI, *, engine: Engine, reader: Reader, settings: Settings, clock: Clock
+    app: FastAPI,
+    *,
+    engine: Engine,
+    reader: Reader,
+    tokens: Tokens,
+    settings: Settings,
+    clock: Clock,
 ) -> None:
     """Routes go straight onto the application (no included router), so that `app.routes`
     lists each of them with its full path.
@@ -74,9 +82,10 @@ def register(
     each, read through `reader` (on PostgreSQL without a thread, see readers.py); the
     others hand their database work to the thread pool (`read`): a query waiting on the
     database holds a thread, not the event loop, and the rest of a request (checking,
-    serializing) costs no further thread switch.
+    serializing) costs no further thread switch. shortcut.py answers the busiest three's
+    well-formed requests before they reach these routes.
     """
-    required = [Depends(Guard(Tokens(settings.audit_token_hashes), DeclaredQueries(app)))]
+    required = [Depends(Guard(tokens, DeclaredQueries(app)))]
 
     def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         responses = {**COMMON_RESPONSES, **options.pop("responses", {})}
@@ -99,9 +108,10 @@ def register(
     async def holder(*, ip: params.Ip, at: params.At) -> Answered:
         """The pod or service that held the address at `at` (allocated at or before it,
         not released by then); 404 if the address was free."""
-        found = holder_from(await reader.rows(HOLDER_AT, ip=str(ip), at=at), ip=ip, at=at)
+        address = str(ip)
+        found = holder_fields(await reader.rows(HOLDER_AT, ip=address, at=at), ip=address, at=at)
         if found is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"nobody held {ip} at {at.isoformat()}")
+            raise HTTPException(status.HTTP_404_NOT_FOUND, nobody_held(ip=address, at=at))
         return Answered(found)
 
     @get("/ips/{ip}/history", response_model=AddressHistory, summary="Every holder of an address")
@@ -110,14 +120,17 @@ def register(
         ip: params.Ip,
         since: params.Since = None,
         until: params.Until = None,
-        limit: params.HistoryLimit = 1000,
+        limit: params.HistoryLimit = params.HISTORY_LIMIT_DEFAULT,
     ) -> Answered:
         """Every pod or service that held the address, and every pod that carried it as a
         floating IP, whose tenure overlaps [from, to], oldest first, with the ids of the
         facts that caused each allocation and release. An empty window (from after to)
         has none."""
-        found = await reader.rows(ADDRESS_LINES, ip=str(ip))
-        return Answered(address_history_from(found, ip=ip, since=since, until=until, limit=limit))
+        address = str(ip)
+        found = await reader.rows(ADDRESS_LINES, ip=address)
+        return Answered(
+            address_history_fields(found, ip=address, since=since, until=until, limit=limit)
+        )
 
     @get(
         "/pods/{namespace}/{name}/history",
@@ -125,12 +138,15 @@ def register(
         summary="Every address a pod name held",
     )
     async def pod(
-        *, namespace: params.Namespace, name: params.PodName, limit: params.HistoryLimit = 1000
+        *,
+        namespace: params.Namespace,
+        name: params.PodName,
+        limit: params.HistoryLimit = params.HISTORY_LIMIT_DEFAULT,
     ) -> Answered:
         """Every address and floating IP that pods of this name held, across their UIDs
         (a pod deleted and created again keeps its name, not its UID), oldest first."""
         found = await reader.rows(POD_LINES, namespace=namespace, name=name)
-        return Answered(pod_history_from(found, namespace=namespace, name=name, limit=limit))
+        return Answered(pod_history_fields(found, namespace=namespace, name=name, limit=limit))
 
     @get(
         "/services/{namespace}/{name}/history",
@@ -141,7 +157,7 @@ def register(
         *,
         namespace: params.Namespace,
         name: params.ServiceName,
-        limit: params.HistoryLimit = 1000,
+        limit: params.HistoryLimit = params.HISTORY_LIMIT_DEFAULT,
     ) -> ServiceHistory:
         """The service's VIPs, and its backend membership: each pod's tenure of the VIP as
         a floating IP."""

@@ -16,8 +16,8 @@ from services.audit.queries.holdings import (
     holder_lines,
     in_order,
     overlapping,
-    pair,
     tenure_lines,
+    tenures,
 )
 from services.audit.queries.prepared import prepared, rows
 
@@ -40,30 +40,34 @@ ADDRESS_LINES = prepared(
 
 
 def holder_at(connection: Connection, *, ip: IPv4Address, at: datetime) -> Holder | None:
-    return holder_from(rows(connection, HOLDER_AT, ip=str(ip), at=at), ip=ip, at=at)
+    found = holder_fields(rows(connection, HOLDER_AT, ip=str(ip), at=at), ip=str(ip), at=at)
+    return None if found is None else Holder.model_validate(found)
 
 
-def holder_from(found: Sequence[Sequence[Any]], *, ip: IPv4Address, at: datetime) -> Holder | None:
+def holder_fields(
+    found: Sequence[Sequence[Any]], *, ip: str, at: datetime
+) -> dict[str, Any] | None:
     """From HOLDER_AT's row, the newest holder's line at or before `at`: held if it is an
-    allocation."""
+    allocation. `Holder`'s fields in its order, as the database gave them (`ip` as
+    IPv4Address writes it)."""
     if not found:
         return None
     (_, action, kind, namespace, name, uid, network, node, _, pool, since, fact) = found[0]
-    if action != AddressAction.ALLOCATED:
+    if action != ALLOCATED:
         return None
-    return Holder(
-        ip=ip,
-        at=at,
-        kind=kind,
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        network=network,
-        node=node,
-        pool=pool,
-        allocated_at=since,
-        allocation_fact_id=fact,
-    )
+    return {
+        "ip": ip,
+        "at": at,
+        "kind": kind,
+        "namespace": namespace,
+        "name": name,
+        "uid": uid,
+        "network": network,
+        "node": node,
+        "pool": pool,
+        "allocated_at": since,
+        "allocation_fact_id": fact,
+    }
 
 
 def address_history(
@@ -75,21 +79,31 @@ def address_history(
     limit: int,
 ) -> AddressHistory:
     found = rows(connection, ADDRESS_LINES, ip=str(ip))
-    return address_history_from(found, ip=ip, since=since, until=until, limit=limit)
+    fields = address_history_fields(found, ip=str(ip), since=since, until=until, limit=limit)
+    return AddressHistory.model_validate(fields)
 
 
-def address_history_from(
+def address_history_fields(
     found: Sequence[Sequence[Any]],
     *,
-    ip: IPv4Address,
+    ip: str,
     since: datetime | None,
     until: datetime | None,
     limit: int,
-) -> AddressHistory:
-    """Every tenure of the address that overlaps [since, until], oldest first.
+) -> dict[str, Any]:
+    """`AddressHistory`'s fields: every tenure of the address that overlaps [since,
+    until], oldest first.
 
     All of the address's lines are read (ADDRESS_LINES): a tenure that began long before
     `since`, or ended after `until`, needs both of its ends.
     """
-    held = overlapping(pair(found), since=since, until=until)
-    return AddressHistory(ip=ip, holdings=held[:limit], truncated=len(held) > limit)
+    held = overlapping(tenures(found), since=since, until=until)
+    return {"ip": ip, "holdings": held[:limit], "truncated": len(held) > limit}
+
+
+def nobody_held(*, ip: str, at: datetime) -> str:
+    """The 404's detail."""
+    return f"nobody held {ip} at {at.isoformat()}"
+
+
+ALLOCATED = AddressAction.ALLOCATED.value

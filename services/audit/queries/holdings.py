@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from ipaddress import IPv4Address
 from typing import Any
 
 from sqlalchemy import Select, TextClause, select, text
@@ -52,43 +51,82 @@ def tenure_lines() -> Select[Any]:
     return select(*TENURE_COLUMNS)
 
 
-def pair(rows: Iterable[Sequence[Any]]) -> list[Holding]:
+def tenures(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     """Tenures from lines in order (`tenure_lines`): an allocation opens one for its
-    (address, kind, holder, service), the next release of the same closes it."""
-    tenures: list[list[Any]] = []
-    open_at: dict[tuple[str, str, str, str | None], int] = {}
-    # Parsed once per address, not once per line: ipaddress is pure Python.
-    addresses: dict[str, IPv4Address] = {}
+    (address, kind, holder, service), the next release of the same closes it.
+
+    Each tenure is a dict of `Holding`'s fields in its order, with the values as the
+    database gave them: what the busiest routes serialize directly (see wire.py), and
+    what `pair` validates into models.
+    """
+    found: list[dict[str, Any]] = []
+    open_at: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
     for ip, action, kind, namespace, name, uid, network, node, service, pool, at, fact in rows:
         key = (ip, kind, uid, service)
-        address = addresses.get(ip) or addresses.setdefault(ip, IPv4Address(ip))
-        holder = [address, kind, namespace, name, uid, network, node, service, pool]
         if action == ALLOCATED:
-            open_at[key] = len(tenures)
-            tenures.append([*holder, at, fact, None, None])
+            tenure = {
+                "ip": ip,
+                "kind": kind,
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+                "network": network,
+                "node": node,
+                "service": service,
+                "pool": pool,
+                "allocated_at": at,
+                "allocation_fact_id": fact,
+                "released_at": None,
+                "release_fact_id": None,
+            }
+            open_at[key] = tenure
+            found.append(tenure)
             continue
-        index = open_at.pop(key, None)
-        if index is None:
-            tenures.append([*holder, None, None, at, fact])
+        opened = open_at.pop(key, None)
+        if opened is None:
+            found.append(
+                {
+                    "ip": ip,
+                    "kind": kind,
+                    "namespace": namespace,
+                    "name": name,
+                    "uid": uid,
+                    "network": network,
+                    "node": node,
+                    "service": service,
+                    "pool": pool,
+                    "allocated_at": None,
+                    "allocation_fact_id": None,
+                    "released_at": at,
+                    "release_fact_id": fact,
+                }
+            )
         else:
-            tenures[index][11:13] = (at, fact)
-    return [Holding(**dict(zip(_HOLDING_FIELDS, tenure, strict=True))) for tenure in tenures]
+            opened["released_at"] = at
+            opened["release_fact_id"] = fact
+    return found
+
+
+def pair(rows: Iterable[Sequence[Any]]) -> list[Holding]:
+    """The same tenures as models."""
+    return [Holding.model_validate(tenure) for tenure in tenures(rows)]
 
 
 ALLOCATED = AddressAction.ALLOCATED.value
-_HOLDING_FIELDS = tuple(Holding.model_fields)
 
 
 def overlapping(
-    found: list[Holding], *, since: datetime | None, until: datetime | None
-) -> list[Holding]:
+    found: list[dict[str, Any]], *, since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
     """Tenures that include an instant of [since, until]: held from allocation (included)
     to release (excluded)."""
+    if since is None and until is None:
+        return found
     return [
-        holding
-        for holding in found
-        if (since is None or holding.released_at is None or holding.released_at > since)
-        and (until is None or holding.allocated_at is None or holding.allocated_at <= until)
+        tenure
+        for tenure in found
+        if (since is None or tenure["released_at"] is None or tenure["released_at"] > since)
+        and (until is None or tenure["allocated_at"] is None or tenure["allocated_at"] <= until)
     ]
 
 

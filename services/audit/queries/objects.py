@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Select, bindparam, text
 
 from knm.core.domain.model import AddressKind
 from services.audit.models import PodHistory, ServiceHistory
-from services.audit.queries.holdings import history, in_order, pair, tenure_lines
+from services.audit.queries.holdings import history, in_order, pair, tenure_lines, tenures
 from services.audit.queries.prepared import prepared, rows
 
 
@@ -33,18 +33,23 @@ VIP_LINES = prepared("vip_lines", _named(AddressKind.SERVICE, AddressKind.PUBLIC
 
 def pod_history(connection: Connection, *, namespace: str, name: str, limit: int) -> PodHistory:
     found = rows(connection, POD_LINES, namespace=namespace, name=name)
-    return pod_history_from(found, namespace=namespace, name=name, limit=limit)
-
-
-def pod_history_from(
-    lines: Sequence[Sequence[Any]], *, namespace: str, name: str, limit: int
-) -> PodHistory:
-    """From POD_LINES, every address and floating IP pods of this name held; a service of
-    the same name has lines there too, of its own kind."""
-    found = pair(lines)
-    return PodHistory(
-        namespace=namespace, name=name, holdings=found[:limit], truncated=len(found) > limit
+    return PodHistory.model_validate(
+        pod_history_fields(found, namespace=namespace, name=name, limit=limit)
     )
+
+
+def pod_history_fields(
+    lines: Sequence[Sequence[Any]], *, namespace: str, name: str, limit: int
+) -> dict[str, Any]:
+    """`PodHistory`'s fields from POD_LINES: every address and floating IP pods of this
+    name held; a service of the same name has lines there too, of its own kind."""
+    found = tenures(lines)
+    return {
+        "namespace": namespace,
+        "name": name,
+        "holdings": found[:limit],
+        "truncated": len(found) > limit,
+    }
 
 
 def service_history(

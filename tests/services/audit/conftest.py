@@ -30,21 +30,36 @@ def timeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Timeline]:
         yield record(url, tmp_path_factory.mktemp("timeline"))
 
 
-def audit_app(engine: Engine, reader: Reader | None = None) -> FastAPI:
+def audit_app(engine: Engine, reader: Reader | None = None, *, shortcut: bool = True) -> FastAPI:
     settings = Settings(audit_token_hashes=[TOKEN_HASH])
-    return create_app(engine=engine, settings=settings, reader=reader, clock=lambda: NOW)
+    return create_app(
+        engine=engine, settings=settings, reader=reader, clock=lambda: NOW, shortcut=shortcut
+    )
 
 
-@pytest.fixture(scope="package")
-def app(timeline: Timeline) -> Iterator[FastAPI]:
+def served(timeline: Timeline, *, shortcut: bool) -> Iterator[FastAPI]:
     engine = read_only_engine(timeline.database_url)
     reader = reader_for(engine)
-    yield audit_app(engine, reader)
+    yield audit_app(engine, reader, shortcut=shortcut)
     reader.close()
     engine.dispose()
 
 
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
+@pytest.fixture(scope="package")
+def app(timeline: Timeline) -> Iterator[FastAPI]:
+    """As served: the busiest routes' well-formed requests answered by shortcut.py."""
+    yield from served(timeline, shortcut=True)
+
+
+@pytest.fixture(scope="package")
+def routes_app(timeline: Timeline) -> Iterator[FastAPI]:
+    """Every request answered by FastAPI's routes."""
+    yield from served(timeline, shortcut=False)
+
+
+@pytest.fixture(params=["shortcut", "routes"])
+def client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The endpoints' tests run both ways: the shortcut must answer as the routes do."""
+    app: FastAPI = request.getfixturevalue("app" if request.param == "shortcut" else "routes_app")
     with TestClient(app, headers=AUTH) as client:
         yield client

@@ -121,3 +121,28 @@ def test_an_unreachable_database_is_a_driver_error() -> None:
     finally:
         reader.close()
         engine.dispose()
+
+
+def test_a_freed_connection_goes_to_the_longest_waiting_request(postgres: Engine) -> None:
+    """Not to a request that arrives as it is freed: that one queues behind."""
+    reader = Nonblocking.for_engine(postgres, size=1)
+    statement, values = QUESTIONS[3]
+    order: list[str] = []
+
+    async def ask(label: str) -> None:
+        await reader.rows(statement, **values)
+        order.append(label)
+        if label == "first":
+            # Arrives in the same turn as the connection is freed.
+            await ask("newcomer")
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(ask("first"))
+        await asyncio.sleep(0)  # the first holds the only connection
+        await asyncio.gather(first, ask("waiting"))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reader.close()
+    assert order == ["first", "waiting", "newcomer"]
