@@ -153,30 +153,28 @@ def vip_layout(vip_map: VipMap) -> VipLayout:
         else sorted({(s.protocol.lower(), s.port) for s in specs})
     )
     # Written for speed: a full build lays out every VIP of the node (10,000 and more).
+    backends = vip_map.backends
     for protocol, port in ports:
-        chosen = sorted(
-            [
-                (backend.ip, target)
-                for backend in vip_map.backends
-                for mapped, proto, target in backend.target_ports
-                if mapped == port and (proto == protocol or proto.lower() == protocol)
-            ]
-        )
+        chosen: list[tuple[str, int]] = []
+        targets: set[int] = set()
+        for backend in backends:
+            for mapped, proto, target in backend.target_ports:
+                if mapped == port and (proto == protocol or proto.lower() == protocol):
+                    chosen.append((backend.ip, target))
+                    targets.add(target)
         if not chosen:
             continue
-        first = chosen[0][1]
-        shared = first if all(target == first for _, target in chosen) else None
+        chosen.sort()
+        shared = targets.pop() if len(targets) == 1 else None
         # Slots hold addresses, and ports too when the backends' ports differ.
         content = tuple([a for a, _ in chosen]) if shared is not None else tuple(chosen)
         start = starts.get(content)
         if start is None:
             start = starts[content] = len(slots)
-            index = start
-            for address, target in chosen:
+            for index, (address, target) in enumerate(chosen, start):
                 slots[(vip, index)] = address
                 if shared is None:
                     slot_ports[(vip, index)] = target
-                index += 1
         routes[(vip, protocol, port)] = (
             f"spread_{len(chosen)}_{start}_{'ports' if shared is None else shared}"
         )
