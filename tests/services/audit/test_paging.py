@@ -37,7 +37,9 @@ def publish_waves(bus: MemoryBus, manifest: Path) -> int:
     )
     published = 0
     for replicas in (8, 3, 6):
-        write(manifest, tiers(namespaces=4, tiers_per_namespace=4, replicas=replicas))
+        # Eight namespaces: their partitions are even and odd, so each allocator of
+        # two has some (four all landed on the odd ones, one allocator's share).
+        write(manifest, tiers(namespaces=8, tiers_per_namespace=2, replicas=replicas))
         published += watcher.publish_changes()
     return published
 
@@ -57,8 +59,12 @@ def allocate(
         for _ in range(2)
     ]
 
-    def run(allocator: Allocator) -> None:
+    # Both join the group before either reads: one starting late on a busy machine
+    # found the other done with every partition.
+    for allocator in allocators:
         allocator.start()
+
+    def run(allocator: Allocator) -> None:
         while not stop.is_set():
             allocator.step(timeout=0.01)
             allocator.relay.drain()
