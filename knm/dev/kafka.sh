@@ -39,6 +39,9 @@ install() {
 }
 
 configure() {
+  # The broker's own copy: a broker outlives the checkout that started it, which may be
+  # removed (a worktree, a clone in /tmp) while the broker still reads its logging setup.
+  cp "$HERE/kafka-log4j2.properties" "$DIR/log4j2.properties"
   cat >"$CONFIG" <<CONF
 process.roles=broker,controller
 node.id=1
@@ -63,7 +66,7 @@ CONF
 }
 
 JAVA=(java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
-  -Dlog4j2.configurationFile="$HERE/kafka-log4j2.properties"
+  -Dlog4j2.configurationFile="$DIR/log4j2.properties"
   -Djava.io.tmpdir="$DIR/tmp" -cp "$LIB/*")
 
 kafka_java() { "${JAVA[@]}" "$@"; }
