@@ -19,6 +19,7 @@ from services.agent.linux.ruleset import (
     RouteKey,
     SlotKey,
     Tables,
+    counts,
     element_changes,
     full,
     number_networks,
@@ -63,7 +64,7 @@ class PieceTables:
         )
         tables = self.tables()
         self._declared = sizes(tables)
-        self._counts = _counts(tables)
+        self._counts = Counter(counts(tables))
         return full(tables)
 
     def update(self, program: NodeProgram, changed: Iterable[Piece]) -> list[Json]:
@@ -93,13 +94,13 @@ class PieceTables:
             if old is not None:
                 before.append(old)
                 self._chains.subtract(old.routes.values())
-                self._counts.subtract(_counts(old))
+                self._counts.subtract(counts(old))
             if piece in present:
                 new = _part(program, piece, self.numbers)
                 self._parts[piece] = new
                 after.append(new)
                 self._chains.update(new.routes.values())
-                self._counts.update(_counts(new))
+                self._counts.update(counts(new))
         self._chains = +self._chains
         if outgrown(self._declared, counts=self._counts):
             # A map declared with a size holds no more: the table is built with more room.
@@ -144,16 +145,6 @@ def _part(program: NodeProgram, piece: Piece, numbers: dict[str, int]) -> Tables
     entry = program.vips[name]
     vip = vip_tables(vip_layout(entry.vip_map), allows=entry.allows, numbers=numbers)
     return Tables(gateway="", routes=vip.routes, slots=vip.slots, slot_ports=vip.slot_ports)
-
-
-def _counts(tables: Tables) -> Counter[str]:
-    return Counter(
-        {
-            "vips": len(tables.routes),
-            "backend_addr": len(tables.slots),
-            "backend_port": len(tables.slot_ports),
-        }
-    )
 
 
 def _merged(gateway: str, parts: Iterable[Tables]) -> Tables:

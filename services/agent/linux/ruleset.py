@@ -362,10 +362,15 @@ def sizes(tables: Tables) -> dict[str, int]:
     the kernel, which fills with 40 % less kernel time than one that grows as it fills
     (measured at 50,000 elements); the size is also its limit, so a table whose content
     outgrows it is built again with more room (see `outgrown`)."""
+    return {name: capacity(count) for name, count in counts(tables).items()}
+
+
+def counts(tables: Tables) -> dict[str, int]:
+    """How many elements each sized map holds."""
     return {
-        "vips": capacity(len(tables.routes)),
-        "backend_addr": capacity(len(tables.slots)),
-        "backend_port": capacity(len(tables.slot_ports)),
+        "vips": len(tables.routes),
+        "backend_addr": len(tables.slots),
+        "backend_port": len(tables.slot_ports),
     }
 
 

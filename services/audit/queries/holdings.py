@@ -63,47 +63,32 @@ def tenures(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     open_at: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
     for ip, action, kind, namespace, name, uid, network, node, service, pool, at, fact in rows:
         key = (ip, kind, uid, service)
-        if action == ALLOCATED:
-            tenure = {
-                "ip": ip,
-                "kind": kind,
-                "namespace": namespace,
-                "name": name,
-                "uid": uid,
-                "network": network,
-                "node": node,
-                "service": service,
-                "pool": pool,
-                "allocated_at": at,
-                "allocation_fact_id": fact,
-                "released_at": None,
-                "release_fact_id": None,
-            }
+        if action != ALLOCATED:
+            opened = open_at.pop(key, None)
+            if opened is not None:
+                opened["released_at"] = at
+                opened["release_fact_id"] = fact
+                continue
+        # An allocation opens a tenure; a release with none open stands alone.
+        allocated = action == ALLOCATED
+        tenure = {
+            "ip": ip,
+            "kind": kind,
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+            "network": network,
+            "node": node,
+            "service": service,
+            "pool": pool,
+            "allocated_at": at if allocated else None,
+            "allocation_fact_id": fact if allocated else None,
+            "released_at": None if allocated else at,
+            "release_fact_id": None if allocated else fact,
+        }
+        if allocated:
             open_at[key] = tenure
-            found.append(tenure)
-            continue
-        opened = open_at.pop(key, None)
-        if opened is None:
-            found.append(
-                {
-                    "ip": ip,
-                    "kind": kind,
-                    "namespace": namespace,
-                    "name": name,
-                    "uid": uid,
-                    "network": network,
-                    "node": node,
-                    "service": service,
-                    "pool": pool,
-                    "allocated_at": None,
-                    "allocation_fact_id": None,
-                    "released_at": at,
-                    "release_fact_id": fact,
-                }
-            )
-        else:
-            opened["released_at"] = at
-            opened["release_fact_id"] = fact
+        found.append(tenure)
     return found
 
 

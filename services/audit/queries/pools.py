@@ -99,43 +99,31 @@ def pool_usage(
     )
     vip_used = Counter(pool_of(vip, tuple(service_pool_list)) for vip in vips)
     public_used = Counter(pool_of(ip, tuple(public_pool_list)) for ip in public)
-    pool_rows = (
-        [
-            _pool(
-                pool,
-                kind=PoolKind.POD,
-                used=pool_used[pool],
-                quarantined=pool_held[pool],
-                blocks_total=block_count(pool, block_prefix)
-                if block_prefix >= pool.prefixlen
-                else 0,
-                blocks_claimed=pool_blocks[pool],
-            )
-            for pool in pod_pool_list
-        ]
-        + [
-            _pool(
-                pool,
-                kind=PoolKind.SERVICE,
-                used=vip_used[pool],
-                quarantined=pool_held[pool],
-                blocks_total=None,
-                blocks_claimed=None,
-            )
-            for pool in service_pool_list
-        ]
-        + [
-            _pool(
-                pool,
-                kind=PoolKind.PUBLIC,
-                used=public_used[pool],
-                quarantined=pool_held[pool],
-                blocks_total=None,
-                blocks_claimed=None,
-            )
-            for pool in public_pool_list
-        ]
-    )
+    pool_rows = [
+        _pool(
+            pool,
+            kind=PoolKind.POD,
+            used=pool_used[pool],
+            quarantined=pool_held[pool],
+            blocks_total=block_count(pool, block_prefix) if block_prefix >= pool.prefixlen else 0,
+            blocks_claimed=pool_blocks[pool],
+        )
+        for pool in pod_pool_list
+    ] + [
+        _pool(
+            pool,
+            kind=kind,
+            used=used[pool],
+            quarantined=pool_held[pool],
+            blocks_total=None,
+            blocks_claimed=None,
+        )
+        for kind, used, pools in (
+            (PoolKind.SERVICE, vip_used, service_pool_list),
+            (PoolKind.PUBLIC, public_used, public_pool_list),
+        )
+        for pool in pools
+    ]
     return Pools(at=now, pools=pool_rows, blocks=block_rows)
 
 
