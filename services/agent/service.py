@@ -103,12 +103,20 @@ class Agent:
 
     def start(self) -> None:
         topics = [self._topics.node_commands, self._topics.vrouter]
-        self._horizon = {
-            tp: end for topic in topics for tp, end in self._bus.end_offsets(topic).items()
-        }
+        ends = {tp: end for topic in topics for tp, end in self._bus.end_offsets(topic).items()}
+        # Both topics are keyed by node: the partitions of this node's keys (and the
+        # overlay's) are all it reads, not every node's commands and pieces.
         self._consumer = self._bus.consumer(
-            group=self._group, topics=topics, positions=from_beginning
+            group=self._group,
+            topics=topics,
+            positions=from_beginning,
+            keys={
+                self._topics.node_commands: [self.node],
+                self._topics.vrouter: [self.node, OVERLAY_KEY],
+            },
         )
+        read = self._consumer.assignment()
+        self._horizon = {tp: end for tp, end in ends.items() if tp in read}
         self._vrouter_partition = self._bus.partition_of(self._topics.vrouter, self.node)
 
     def step(self, *, timeout: float = 0.0) -> int:

@@ -25,6 +25,10 @@ def _theirs(tp: TopicPartition) -> Any:
     return KafkaTopicPartition(tp.topic, tp.partition)
 
 
+def _partition(key: str, count: int) -> int:
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % count
+
+
 class KafkaBus:
     def __init__(self, *, bootstrap: str, client_id: str = "knm") -> None:
         self.bootstrap = bootstrap
@@ -36,7 +40,7 @@ class KafkaBus:
         count = self._partition_counts.get(topic)
         if count is None:
             count = self._partition_counts[topic] = len(self.end_offsets(topic))
-        return int(murmur2(key.encode()) & 0x7FFFFFFF) % count
+        return _partition(key, count)
 
     def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
@@ -77,6 +81,7 @@ class KafkaBus:
         group: str,
         topics: Sequence[str],
         positions: PositionsLoader | None = None,
+        keys: Mapping[str, Sequence[str]] | None = None,
     ) -> KafkaBusConsumer:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -88,7 +93,7 @@ class KafkaBus:
             session_timeout_ms=6000,
             heartbeat_interval_ms=2000,
         )
-        return KafkaBusConsumer(consumer, topics=topics, positions=positions)
+        return KafkaBusConsumer(consumer, topics=topics, positions=positions, keys=keys)
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
         consumer = KafkaConsumer(
@@ -132,8 +137,7 @@ class KafkaPublisher:
 
     def _partition(self, topic: str, key: str) -> int:
         """Where the producer's own partitioner would put `key` (as `partition_of` says)."""
-        count = len(self._producer.partitions_for(topic))
-        return int(murmur2(key.encode()) & 0x7FFFFFFF) % count
+        return _partition(key, len(self._producer.partitions_for(topic)))
 
     def close(self) -> None:
         if self._producer is not None:
@@ -154,16 +158,33 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class KafkaBusConsumer:
     def __init__(
-        self, consumer: Any, *, topics: Sequence[str], positions: PositionsLoader | None
+        self,
+        consumer: Any,
+        *,
+        topics: Sequence[str],
+        positions: PositionsLoader | None,
+        keys: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._consumer = consumer
         self._positions = positions
         # The topics' metadata first: a member that joins (and, as the group's leader,
         # assigns) before it knows their partitions assigns none, and was seen to wait
         # for the next periodic metadata refresh (minutes) before trying again.
-        for topic in topics:
-            consumer.partitions_for_topic(topic)
-        consumer.subscribe(list(topics), listener=_Rebalance(self))
+        counts = {topic: len(consumer.partitions_for_topic(topic) or ()) for topic in topics}
+        if keys is None:
+            consumer.subscribe(list(topics), listener=_Rebalance(self))
+            return
+        missing = sorted(topic for topic, count in counts.items() if not count)
+        if missing:
+            raise ValueError(f"no partitions known for {', '.join(missing)}: create the topics")
+        assigned = [
+            KafkaTopicPartition(topic, partition)
+            for topic, count in counts.items()
+            for partition in range(count)
+            if topic not in keys or partition in {_partition(key, count) for key in keys[topic]}
+        ]
+        consumer.assign(assigned)
+        self._assigned(frozenset(_ours(tp) for tp in assigned))
 
     def _assigned(self, assigned: frozenset[TopicPartition]) -> None:
         if self._positions is None or not assigned:

@@ -92,11 +92,21 @@ class MemoryBus:
         group: str,
         topics: Sequence[str],
         positions: PositionsLoader | None = None,
+        keys: Mapping[str, Sequence[str]] | None = None,
     ) -> MemoryConsumer:
         with self._lock:
             consumer = MemoryConsumer(self, group=group, topics=tuple(topics), positions=positions)
-            self._members[group].append(consumer)
-            self._rebalance(group)
+            if keys is None:
+                self._members[group].append(consumer)
+                self._rebalance(group)
+            else:
+                consumer._pending_assignment = {
+                    tp
+                    for topic in topics
+                    for tp in self.partitions(topic)
+                    if topic not in keys
+                    or tp.partition in {self.partition_of(topic, key) for key in keys[topic]}
+                }
             return consumer
 
     def _leave(self, consumer: MemoryConsumer) -> None:

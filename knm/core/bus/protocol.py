@@ -89,8 +89,14 @@ class Bus(Protocol):
         group: str,
         topics: Sequence[str],
         positions: PositionsLoader | None = None,
+        keys: Mapping[str, Sequence[str]] | None = None,
     ) -> Consumer:
-        """A member of `group`; with no committed offset it starts at the beginning."""
+        """A member of `group`; with no committed offset it starts at the beginning.
+
+        With `keys`, it reads only the partitions these keys' messages go to, per topic
+        named there (all partitions of the topics not named), assigned to it alone
+        rather than shared with the group's other members: for a reader of a few keys
+        of a topic keyed by many (an agent, of its node's commands and pieces)."""
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]: ...
 

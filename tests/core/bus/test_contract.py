@@ -10,7 +10,14 @@ import pytest
 
 from knm.core.bus.kafka import KafkaBus
 from knm.core.bus.memory import MemoryBus
-from knm.core.bus.protocol import Bus, Consumer, OutgoingMessage, Record, TopicPartition
+from knm.core.bus.protocol import (
+    Bus,
+    Consumer,
+    OutgoingMessage,
+    Record,
+    TopicPartition,
+    from_beginning,
+)
 from knm.core.topics import TopicSpec
 from knm.lab.backing import delete_topics
 
@@ -212,3 +219,44 @@ def test_seek_rereads_from_the_given_offsets(bus: Bus, topic: str) -> None:
     again = drain(consumer, expect=4)
     assert [r.value for r in again] == [b"v2", b"v3", b"v4", b"v5"]
     consumer.close()
+
+
+def test_a_keyed_member_reads_the_partitions_of_its_keys_and_shares_them_with_nobody(
+    bus: Bus, topic: str
+) -> None:
+    pairs = [(f"k{i % 20}", f"v{i}") for i in range(200)]
+    publish(bus, topic, pairs)
+    # Two keys on two partitions, so that others' partitions are left out.
+    one = "k0"
+    two = next(k for k, _ in pairs if bus.partition_of(topic, k) != bus.partition_of(topic, one))
+    wanted = {bus.partition_of(topic, one), bus.partition_of(topic, two)}
+    expected = sorted(v for k, v in pairs if bus.partition_of(topic, k) in wanted)
+    assert 0 < len(expected) < len(pairs)
+    first = bus.consumer(group=f"{topic}-g", topics=[topic], keys={topic: [one, two]})
+    second = bus.consumer(group=f"{topic}-g", topics=[topic], keys={topic: [one]})
+
+    records = drain(first, expect=len(expected))
+    assert first.assignment() == {TopicPartition(topic, p) for p in wanted}
+    assert sorted(r.value.decode() for r in records) == expected
+    assert [r.value.decode() for r in records if r.key == one] == [v for k, v in pairs if k == one]
+    # The second member of the group reads its key's partition in full too.
+    alone = [v for k, v in pairs if bus.partition_of(topic, k) == bus.partition_of(topic, one)]
+    assert sorted(r.value.decode() for r in drain(second, expect=len(alone))) == sorted(alone)
+    first.close()
+    second.close()
+
+
+def test_a_keyed_member_resumes_from_the_groups_offsets_or_its_loader(bus: Bus, topic: str) -> None:
+    publish(bus, topic, [("k", f"v{i}") for i in range(10)])
+    keys = {topic: ["k"]}
+    first = bus.consumer(group=f"{topic}-g", topics=[topic], keys=keys)
+    records = drain(first, expect=10)
+    first.commit({records[3].position: records[3].offset + 1})
+    first.close()
+
+    resumed = bus.consumer(group=f"{topic}-g", topics=[topic], keys=keys)
+    assert [r.value for r in drain(resumed, expect=6)] == [f"v{i}".encode() for i in range(4, 10)]
+    resumed.close()
+    again = bus.consumer(group=f"{topic}-g", topics=[topic], keys=keys, positions=from_beginning)
+    assert len(drain(again, expect=10)) == 10
+    again.close()

@@ -9,6 +9,7 @@ from knm.core.bus.memory import MemoryBus
 from knm.core.bus.protocol import OutgoingMessage
 from knm.core.events.codec import decode, encode
 from knm.core.events.vrouter import OverlayConfigured
+from knm.core.topics import OVERLAY_KEY
 from services.agent.dataplane import PodInterface
 from services.agent.plan import AttachInterface, DetachInterface
 from services.agent.program import NodeProgram
@@ -169,6 +170,35 @@ def test_other_nodes_messages_are_ignored(bus: MemoryBus) -> None:
     # Only the overlay concerns every node, and without a program of its own it waits.
     assert dataplane.operations == []
     assert agent.overlay.nodes
+
+
+def test_an_agent_reads_only_the_partitions_of_its_nodes_keys() -> None:
+    """At 5,000 nodes, an agent that read every node's commands and pieces would replay
+    the cluster's whole program to start."""
+    bus = MemoryBus(partitions=8)
+    shop = Shop()
+    run_shop(bus, shop)
+    everything = sum(len(bus.records(t)) for t in (TOPICS.node_commands, TOPICS.vrouter))
+    ours = {
+        (topic, bus.partition_of(topic, key))
+        for topic, keys in ((TOPICS.node_commands, ["n1"]), (TOPICS.vrouter, ["n1", OVERLAY_KEY]))
+        for key in keys
+    }
+    on_ours = sum(
+        1
+        for topic in (TOPICS.node_commands, TOPICS.vrouter)
+        for record in bus.records(topic)
+        if (topic, record.partition) in ours
+    )
+    agent, dataplane = agent_on(bus, "n1")
+
+    read = 0
+    while consumed := agent.step():
+        read += consumed
+
+    assert read == on_ours < everything
+    assert not agent.replaying
+    assert sorted(dataplane.interfaces) == ["f1", "f2"]
 
 
 def test_a_restarted_agent_converges_to_the_same_state(bus: MemoryBus) -> None:
