@@ -88,6 +88,25 @@ def audit_api(
             "uses more cores, but each has its own request metrics.",
         ),
     ] = 1,
+    connections: Annotated[
+        int,
+        typer.Option(
+            "--connections",
+            envvar="KNM_AUDIT_CONNECTIONS",
+            min=1,
+            help="Database connections per worker for the busiest routes; requests beyond "
+            "them queue, and queued questions of one kind go to the database together.",
+        ),
+    ] = 16,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            envvar="KNM_AUDIT_BATCH",
+            min=1,
+            help="Most queued requests asked in one query (1: each request its own query).",
+        ),
+    ] = 16,
     database_url: DatabaseOption = None,
     access_log: Annotated[
         bool, typer.Option(help="Log each request (path, status, token's digest prefix).")
@@ -112,7 +131,15 @@ def audit_api(
             "KNM_AUDIT_TOKEN_HASHES is empty, so no request could be served: set it to "
             'the SHA-256 of each token, e.g. `printf %s "$TOKEN" | sha256sum`'
         )
-    serve = partial(_serve, config, host=host, port=port, access_log=access_log)
+    serve = partial(
+        _serve,
+        config,
+        host=host,
+        port=port,
+        access_log=access_log,
+        connections=connections,
+        batch=batch,
+    )
     if workers == 1:
         serve(None)
         return
@@ -128,10 +155,17 @@ def audit_api(
 
 
 def _serve(
-    config: Settings, sock: socket.socket | None, *, host: str, port: int, access_log: bool
+    config: Settings,
+    sock: socket.socket | None,
+    *,
+    host: str,
+    port: int,
+    access_log: bool,
+    connections: int,
+    batch: int,
 ) -> None:
     engine = read_only_engine(config.database_url, pool_size=16)
-    reader = reader_for(engine, size=16)
+    reader = reader_for(engine, size=connections, batch=batch)
     try:
         app = create_app(engine=engine, settings=config, reader=reader, access_log=access_log)
         try:
