@@ -96,9 +96,10 @@ def audit_api(
             envvar="KNM_AUDIT_CONNECTIONS",
             min=1,
             help="Database connections per worker for the busiest routes; requests beyond "
-            "them queue, and queued questions of one kind go to the database together.",
+            "them queue, and queued questions of one kind go to the database together "
+            "(a few connections busy with many questions each: the fewest round trips).",
         ),
-    ] = 16,
+    ] = 3,
     batch: Annotated[
         int,
         typer.Option(

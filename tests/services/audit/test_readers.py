@@ -46,6 +46,13 @@ def filled(engine: Engine) -> Iterator[Engine]:
     reader.dispose()
 
 
+async def settled() -> None:
+    """The loop's turns after an answer: its connection takes the next query, or is idle,
+    once the answer is written (readers.Link)."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
 def readers(engine: Engine) -> list[Reader]:
     found: list[Reader] = [Threaded(engine)]
     if engine.dialect.name == "postgresql":
@@ -89,6 +96,7 @@ def test_the_nonblocking_reader_recovers(postgres: Engine) -> None:
     async def scenario() -> None:
         first = await reader.rows(statement, **values)
         assert first
+        await settled()
         # The connection dies under the reader: one request fails, the next reconnects.
         (link,) = reader._idle
         with postgres.connect() as other:
@@ -99,6 +107,7 @@ def test_the_nonblocking_reader_recovers(postgres: Engine) -> None:
         with pytest.raises(psycopg2.Error):
             await reader.rows(statement, **values)
         assert await reader.rows(statement, **values) == first
+        await settled()
         # A request cancelled mid-query loses its answer; its query finishes, and the
         # connection serves the next.
         (link,) = reader._idle
@@ -109,6 +118,7 @@ def test_the_nonblocking_reader_recovers(postgres: Engine) -> None:
         with pytest.raises(asyncio.CancelledError):
             await slow
         assert await reader.rows(statement, **values) == first
+        await settled()
         assert reader._idle == [link]
 
     try:
@@ -247,12 +257,14 @@ def test_waiting_requests_for_one_statement_go_as_one_query(instants: Engine) ->
 
     async def scenario() -> list[list[tuple[Any, ...]]]:
         await reader.rows(*QUESTIONS[0][:1], **QUESTIONS[0][1])  # the connection, opened
+        await settled()
         busy = asyncio.ensure_future(reader.rows(*QUESTIONS[0][:1], **QUESTIONS[0][1]))
         await asyncio.sleep(0)
         assert not reader._idle
         *answers, _ = await asyncio.gather(
             *(reader.rows(statement, **values) for statement, values in asked), busy
         )
+        await settled()
         return [list(map(tuple, answer)) for answer in answers]
 
     try:
@@ -274,13 +286,14 @@ def test_a_cancelled_request_leaves_the_others_of_its_batch_answered(instants: E
 
     async def scenario() -> None:
         await reader.rows(statement, **asked[0])  # the connection, opened
+        await settled()
         busy = asyncio.ensure_future(reader.rows(statement, **asked[0]))
         await asyncio.sleep(0)
         waiting = [asyncio.ensure_future(reader.rows(statement, **values)) for values in asked]
         await asyncio.sleep(0)  # all of them queued
         waiting[1].cancel()
         assert list(map(tuple, await busy)) == expected[0]
-        # The connection went on to the others at once, as one query.
+        await settled()  # the others go, as one query
         assert not reader._idle
         waiting[2].cancel()
         for n, request in enumerate(waiting):
@@ -289,6 +302,7 @@ def test_a_cancelled_request_leaves_the_others_of_its_batch_answered(instants: E
                     await request
             else:
                 assert list(map(tuple, await request)) == expected[n], n
+        await settled()
         assert len(reader._idle) == 1
 
     try:
