@@ -52,6 +52,7 @@ from services.audit.parsing import (
 from services.audit.queries.addresses import address_history, holder_at
 from services.audit.queries.objects import pod_history, service_history
 from services.audit.readers import reader_for
+from services.audit.spread import Seat, Seats, SpreadServer
 
 log = logging.getLogger("knm.audit")
 T = TypeVar("T")
@@ -88,6 +89,26 @@ def audit_api(
             "uses more cores, but each has its own request metrics.",
         ),
     ] = 1,
+    connections: Annotated[
+        int,
+        typer.Option(
+            "--connections",
+            envvar="KNM_AUDIT_CONNECTIONS",
+            min=1,
+            help="Database connections per worker for the busiest routes; requests beyond "
+            "them queue, and queued questions of one kind go to the database together "
+            "(a few connections busy with many questions each: the fewest round trips).",
+        ),
+    ] = 3,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            envvar="KNM_AUDIT_BATCH",
+            min=1,
+            help="Most queued requests asked in one query (1: each request its own query).",
+        ),
+    ] = 16,
     database_url: DatabaseOption = None,
     access_log: Annotated[
         bool, typer.Option(help="Log each request (path, status, token's digest prefix).")
@@ -112,7 +133,15 @@ def audit_api(
             "KNM_AUDIT_TOKEN_HASHES is empty, so no request could be served: set it to "
             'the SHA-256 of each token, e.g. `printf %s "$TOKEN" | sha256sum`'
         )
-    serve = partial(_serve, config, host=host, port=port, access_log=access_log)
+    serve = partial(
+        _serve,
+        config,
+        host=host,
+        port=port,
+        access_log=access_log,
+        connections=connections,
+        batch=batch,
+    )
     if workers == 1:
         serve(None)
         return
@@ -128,10 +157,17 @@ def audit_api(
 
 
 def _serve(
-    config: Settings, sock: socket.socket | None, *, host: str, port: int, access_log: bool
+    config: Settings,
+    seat: Seat | None,
+    *,
+    host: str,
+    port: int,
+    access_log: bool,
+    connections: int,
+    batch: int,
 ) -> None:
     engine = read_only_engine(config.database_url, pool_size=16)
-    reader = reader_for(engine, size=16)
+    reader = reader_for(engine, size=connections, batch=batch)
     try:
         app = create_app(engine=engine, settings=config, reader=reader, access_log=access_log)
         try:
@@ -139,20 +175,20 @@ def _serve(
         except OperationalError as error:
             # Not fatal: /readyz says 503 until the database answers.
             log.warning("database unreachable at start", extra={"error": type(error).__name__})
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                lifespan="off",
-                # httptools, with each response's status line, headers and body in one
-                # send (services/audit/gathered.py).
-                http=GatheringProtocol,
-            )
+        settings = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            lifespan="off",
+            # httptools, with each response's status line, headers and body in one
+            # send (services/audit/gathered.py).
+            http=GatheringProtocol,
         )
+        # With several workers, each accepts its share of the connections (spread.py).
+        server = uvicorn.Server(settings) if seat is None else SpreadServer(settings, seat=seat)
         # What is built by now (the modules, the application) lives as long as the
         # process: kept out of the collector's full passes, which would otherwise walk
         # all of it and stall the requests in flight.
@@ -160,7 +196,7 @@ def _serve(
         # uvicorn stops gracefully on SIGTERM, then hands the signal on to the handler it
         # found: with this one, the process ends as knm's services do, with exit code 0.
         stop_on_signals()
-        server.run(sockets=[sock] if sock is not None else None)
+        server.run()
     finally:
         reader.close()
         engine.dispose()
@@ -179,13 +215,14 @@ def _listening(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _supervise(serve: Callable[[socket.socket], None], sock: socket.socket, workers: int) -> int:
+def _supervise(serve: Callable[[Seat], None], sock: socket.socket, workers: int) -> int:
     """`workers` child processes serving `sock`, each building its own application and
     connections after the fork. SIGTERM and SIGINT are passed on to them; if one ends on
     its own, the others are stopped too (the orchestrator restarts the whole). 0 when all
     ended well."""
     children: list[int] = []
     stopping = False
+    seats = Seats(workers)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -195,13 +232,13 @@ def _supervise(serve: Callable[[socket.socket], None], sock: socket.socket, work
     # Held until the parent's handlers are in place; a child starts with the defaults.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        for _ in range(workers):
+        for index in range(workers):
             pid = os.fork()
             if pid == 0:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-                _worker(serve, sock)
+                _worker(serve, Seat(sock, seats, index))
             children.append(pid)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -222,10 +259,10 @@ def _supervise(serve: Callable[[socket.socket], None], sock: socket.socket, work
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _worker(serve: Callable[[socket.socket], None], sock: socket.socket) -> NoReturn:
+def _worker(serve: Callable[[Seat], None], seat: Seat) -> NoReturn:
     code = 1
     try:
-        serve(sock)
+        serve(seat)
         code = 0
     except BaseException:
         log.exception("audit API worker failed")
