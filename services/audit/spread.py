@@ -69,6 +69,8 @@ class Acceptor:
         self._waited = 0
         self._later: asyncio.TimerHandle | None = None
         self._starting: set[asyncio.Task[Any]] = set()
+        # Accepted, and not yet in `connections` (their protocols' `connection_made`).
+        self._pending = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -91,8 +93,7 @@ class Acceptor:
     def _acceptable(self) -> None:
         loop = self._loop
         assert loop is not None
-        # Those accepted but not yet made into connections count too.
-        mine = len(self._connections) + len(self._starting)
+        mine = len(self._connections) + self._pending
         self._counts[self._index] = mine
         if mine > min(self._counts) and self._waited < self._patience:
             # Another worker has fewer: this one looks again after a turn.
@@ -110,13 +111,34 @@ class Acceptor:
             self._later = loop.call_later(TURN_S, self._watch)
             return
         self._waited = 0
+        self._pending += 1
         self._counts[self._index] = mine + 1
         accepted.setblocking(False)
         accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        task = loop.create_task(loop.connect_accepted_socket(self._protocol, accepted))
+        made = False
+
+        def protocol() -> asyncio.Protocol:
+            # Called as the transport is made, which then asks the loop to call the
+            # protocol's `connection_made` (it joins `connections` there): this is asked
+            # just before, so no callback in between sees the connection counted twice
+            # (a peer then thought this worker had more than it had, and took more).
+            nonlocal made
+            made = True
+            loop.call_soon(self._joined)
+            return self._protocol()
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            self._starting.discard(task)
+            if not made:  # it failed before it was a connection
+                self._joined()
+
+        task = loop.create_task(loop.connect_accepted_socket(protocol, accepted))
         # The loop keeps only a weak reference to a task.
         self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        task.add_done_callback(finished)
+
+    def _joined(self) -> None:
+        self._pending -= 1
 
 
 class SpreadServer(uvicorn.Server):
