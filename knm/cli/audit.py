@@ -51,7 +51,7 @@ from services.audit.parsing import (
 )
 from services.audit.queries.addresses import address_history, holder_at
 from services.audit.queries.objects import pod_history, service_history
-from services.audit.readers import reader_for
+from services.audit.readers import BATCH, reader_for
 from services.audit.spread import Seat, Seats, SpreadServer
 
 log = logging.getLogger("knm.audit")
@@ -108,7 +108,7 @@ def audit_api(
             min=1,
             help="Most queued requests asked in one query (1: each request its own query).",
         ),
-    ] = 16,
+    ] = BATCH,
     database_url: DatabaseOption = None,
     access_log: Annotated[
         bool, typer.Option(help="Log each request (path, status, token's digest prefix).")

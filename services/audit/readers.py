@@ -29,6 +29,10 @@ log = logging.getLogger("knm.audit")
 Rows = Sequence[Sequence[Any]]
 
 
+# The most requests asked in one query (`knm audit-api --batch`).
+BATCH = 16
+
+
 class Reader(Protocol):
     async def rows(self, statement: Prepared, **values: Any) -> Rows: ...
 
@@ -76,7 +80,7 @@ class Nonblocking:
     was answering get the error.
     """
 
-    def __init__(self, connect_args: Mapping[str, Any], *, size: int, batch: int = 16) -> None:
+    def __init__(self, connect_args: Mapping[str, Any], *, size: int, batch: int = BATCH) -> None:
         self._connect_args = dict(connect_args)
         self._size = size
         self._batch = batch
@@ -88,7 +92,7 @@ class Nonblocking:
         self._closed = False
 
     @classmethod
-    def for_engine(cls, engine: Engine, *, size: int, batch: int = 16) -> Nonblocking:
+    def for_engine(cls, engine: Engine, *, size: int, batch: int = BATCH) -> Nonblocking:
         """The database, user and connection options of `engine`'s own connections."""
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         if args:
@@ -211,10 +215,10 @@ class Link:
         statement = taken[0].statement
         if len(taken) == 1:
             name, sql, execute = statement.name, statement.sql, statement.execute
-            parameters = _parameters(statement, taken[0].values)
+            parameters = statement.parameters(taken[0].values)
         else:
             name, sql, execute = statement.batch_name, statement.batch_sql, statement.batch_execute
-            each = [_parameters(statement, request.values) for request in taken]
+            each = [statement.parameters(request.values) for request in taken]
             parameters = [list(column) for column in zip(*each, strict=True)]
         if name not in self.prepared:
             # Prepared in the same round trip as its first use. `%` is psycopg2's.
@@ -299,11 +303,6 @@ class Link:
         self._loop = None
 
 
-def _parameters(statement: Prepared, values: Mapping[str, Any]) -> list[Any]:
-    given = {**statement.defaults, **values} if statement.defaults else values
-    return [given[name] for name in statement.positions]
-
-
 def _answer(request: Request, found: Rows) -> None:
     # A request cancelled meanwhile has no use for it.
     if not request.answer.done():
@@ -341,7 +340,7 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def reader_for(engine: Engine, *, size: int = 8, batch: int = 16) -> Reader:
+def reader_for(engine: Engine, *, size: int = 8, batch: int = BATCH) -> Reader:
     if engine.dialect.name == "postgresql":
         return Nonblocking.for_engine(engine, size=size, batch=batch)
     return Threaded(engine)

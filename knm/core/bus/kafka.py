@@ -177,11 +177,12 @@ class KafkaBusConsumer:
         missing = sorted(topic for topic, count in counts.items() if not count)
         if missing:
             raise ValueError(f"no partitions known for {', '.join(missing)}: create the topics")
+        wanted = {t: {_partition(key, counts[t]) for key in keys[t]} for t in keys if t in counts}
         assigned = [
             KafkaTopicPartition(topic, partition)
             for topic, count in counts.items()
             for partition in range(count)
-            if topic not in keys or partition in {_partition(key, count) for key in keys[topic]}
+            if topic not in wanted or partition in wanted[topic]
         ]
         consumer.assign(assigned)
         self._assigned(frozenset(_ours(tp) for tp in assigned))

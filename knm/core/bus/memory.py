@@ -100,12 +100,12 @@ class MemoryBus:
                 self._members[group].append(consumer)
                 self._rebalance(group)
             else:
+                wanted = {t: {self.partition_of(t, key) for key in keys[t]} for t in keys}
                 consumer._pending_assignment = {
                     tp
                     for topic in topics
                     for tp in self.partitions(topic)
-                    if topic not in keys
-                    or tp.partition in {self.partition_of(topic, key) for key in keys[topic]}
+                    if topic not in wanted or tp.partition in wanted[topic]
                 }
             return consumer
 

@@ -62,6 +62,11 @@ class Prepared:
         set_(self, "batch_sql", batch.string)
         set_(self, "batch_execute", f"EXECUTE {self.name}_batch({', '.join(['%s'] * len(names))})")
 
+    def parameters(self, values: Mapping[str, Any]) -> list[Any]:
+        """`values` and the statement's own fixed ones, in its positional order."""
+        given = {**self.defaults, **values} if self.defaults else values
+        return [given[name] for name in self.positions]
+
 
 def batched(statement: Select[Any], names: Sequence[str]) -> Select[Any]:
     """`statement` for each row of `unnest` over arrays of its parameters `names`:
@@ -132,13 +137,12 @@ def rows(connection: Connection, statement: Prepared, **values: Any) -> Sequence
     dbapi = pooled.dbapi_connection
     assert dbapi is not None
     held: set[str] = pooled.info.setdefault("knm_audit_prepared", set())
-    given = {**statement.defaults, **values}
     cursor = dbapi.cursor()
     try:
         if statement.name not in held:
             cursor.execute(f"PREPARE {statement.name} AS {statement.sql}")
             held.add(statement.name)
-        cursor.execute(statement.execute, [given[name] for name in statement.positions])
+        cursor.execute(statement.execute, statement.parameters(values))
         return cursor.fetchall()
     finally:
         cursor.close()
