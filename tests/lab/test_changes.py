@@ -62,6 +62,25 @@ class Kernel:
         return {backend for line_vip, backend in self._thread.run(listed) if line_vip == vip}
 
     def table(self) -> Any:
+        """knm's table as state: its chains, sets and maps by name, each chain's rules in
+        order, a set's elements in any order. The order chains are listed in is the order
+        they were made, which nothing in the kernel's paths depends on: a table made in
+        stages and extended lists them otherwise than one made in one piece."""
+        objects: dict[tuple[str, str], Any] = {}
+        rules: dict[str, list[Any]] = {}
+        for item in self._listing()["nftables"]:
+            ((kind, body),) = item.items()
+            if kind == "metainfo":
+                continue
+            if kind == "rule":
+                rules.setdefault(body["chain"], []).append(body)
+                continue
+            if "elem" in body:
+                body = {**body, "elem": sorted(body["elem"], key=json.dumps)}
+            objects[kind, body["name"]] = body
+        return {"objects": objects, "rules": rules}
+
+    def _listing(self) -> Any:
         def listed() -> Any:
             self._nft.set_json_output(True)
             try:

@@ -7,24 +7,32 @@ VIP's piece its routes (one per network allowed in, and port) and slots. So the
 difference of a few pieces is the difference of the whole table. What pieces share is
 kept here by count: the spread chains (one per slot count, start and port in use) and
 the networks' numbers (one per name in use).
+
+A whole build is one transaction (`rebuild`), or, where the kernel holds no table yet,
+several (`stages`): the table is filled while the next stage is worked out, and hooked
+into the kernel's paths last, so nothing sees it before it is whole.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from services.agent.linux.ruleset import (
     Json,
     RouteKey,
     SlotKey,
     Tables,
+    capacity,
+    chains_of,
     counts,
     element_changes,
+    filling,
     full,
+    hooks,
     number_networks,
     outgrown,
-    sizes,
+    start,
     vip_layout,
     vip_tables,
 )
@@ -49,23 +57,59 @@ class PieceTables:
         return self.gateway is not None
 
     def rebuild(self, program: NodeProgram) -> list[Json]:
-        """The commands that build the whole table from nothing for `program`."""
+        """The commands that build the whole table from nothing for `program`, replacing
+        whatever the kernel holds, in one transaction."""
+        pieces = self._begin(program)
+        whole = self._take({piece: _part(program, piece, self.numbers) for piece in pieces})
+        return full(whole, room=self._declared)
+
+    def stages(self, program: NodeProgram, *, per_stage: int = 2000) -> Iterator[list[Json]]:
+        """The same table as `rebuild`'s, as one transaction per stage: declared, filled
+        `per_stage` pieces at a time, then hooked. Each stage is worked out only when the
+        one before it is taken, so the caller can apply one while this works out the next.
+        For a kernel without the table: over a table in use, the stages would replace it
+        with one that is not whole yet (`rebuild` replaces it at once)."""
+        pieces = self._begin(program)
+        yield start(self._declared)
+        made: set[str] = set()
+        for first in range(0, len(pieces), per_stage):
+            parts = {
+                piece: _part(program, piece, self.numbers)
+                for piece in pieces[first : first + per_stage]
+            }
+            stage = self._take(parts)
+            chains = chains_of(stage) - made
+            made |= chains
+            yield filling(stage, chains=chains)
+        assert self.gateway is not None
+        yield hooks(gateway=self.gateway)
+
+    def _begin(self, program: NodeProgram) -> list[Piece]:
+        """Start again from nothing for `program`: its networks numbered, its big maps'
+        room decided; its pieces, whose parts are to be taken."""
         assert program.gateway is not None, "a program without its node's piece"
         pieces = list(program.pieces())
         uses = {piece: _uses(program, piece) for piece in pieces}
         names: set[str] = set().union(*uses.values())
         self.numbers = number_networks(names, previous=self.numbers)
         self.gateway = program.gateway
-        self._parts = {piece: _part(program, piece, self.numbers) for piece in pieces}
+        self._parts = {}
         self._uses = uses
         self._names = Counter(name for used in uses.values() for name in used)
-        self._chains = Counter(
-            chain for part in self._parts.values() for chain in part.routes.values()
-        )
-        tables = self.tables()
-        self._declared = sizes(tables)
-        self._counts = Counter(counts(tables))
-        return full(tables)
+        self._chains = Counter()
+        self._declared = room(program)
+        self._counts = Counter()
+        return pieces
+
+    def _take(self, parts: dict[Piece, Tables]) -> Tables:
+        """Pieces' parts into the table; what they hold together."""
+        self._parts.update(parts)
+        assert self.gateway is not None
+        together = _merged(self.gateway, parts.values())
+        # No two pieces hold the same route or slot: counted together, counted apart.
+        self._chains.update(chain for part in parts.values() for chain in part.routes.values())
+        self._counts.update(counts(together))
+        return together
 
     def update(self, program: NodeProgram, changed: Iterable[Piece]) -> list[Json]:
         """The commands that take the table from what it holds to `program`, given the
@@ -119,6 +163,23 @@ class PieceTables:
         """The whole table's content."""
         assert self.gateway is not None
         return _merged(self.gateway, self._parts.values())
+
+
+def room(program: NodeProgram) -> dict[str, int]:
+    """The room each big map is declared with, from the program alone (a build in stages
+    declares the maps before it works out their elements): at most a route per port an
+    allow names, and a slot, or a slot's port, per port a backend maps, of every VIP
+    something may reach."""
+    routes = slots = 0
+    for entry in program.vips.values():
+        if entry.allows:
+            routes += sum(len(allow.ports) for allow in entry.allows)
+            slots += sum(len(backend.target_ports) for backend in entry.vip_map.backends)
+    return {
+        "vips": capacity(routes),
+        "backend_addr": capacity(slots),
+        "backend_port": capacity(slots),
+    }
 
 
 def _uses(program: NodeProgram, piece: Piece) -> frozenset[str]:

@@ -232,25 +232,47 @@ def parse_spread_chain(chain: str) -> tuple[int, int, int | None]:
 # ---- commands -------------------------------------------------------------------------
 
 
-def full(tables: Tables) -> list[Json]:
-    """Build the table from nothing, replacing whatever it held, as one transaction."""
-    commands: list[Json] = [
+def full(tables: Tables, *, room: Mapping[str, int] | None = None) -> list[Json]:
+    """Build the table from nothing, replacing whatever it held, as one transaction (the
+    big maps declared with `room`, by default `sizes(tables)`)."""
+    return [
+        *start(sizes(tables) if room is None else room),
+        *filling(tables, chains=chains_of(tables)),
+        *hooks(gateway=tables.gateway),
+    ]
+
+
+def start(room: Mapping[str, int]) -> list[Json]:
+    """The first part of a build: the table made again (whatever it held goes), its sets
+    and maps declared, and the chains no hook leads to yet."""
+    return [
         {"add": {"table": _table()}},
         {"delete": {"table": _table()}},
         {"add": {"table": _table()}},
+        *_declarations(room),
+        *_inner_chains(),
     ]
-    commands += _declarations(sizes(tables))
-    commands += _fixed_chains(gateway=tables.gateway)
-    # Nothing to compare against: every element is added, in an order the kernel takes
-    # (a route's chain and slots before the route).
+
+
+def filling(tables: Tables, *, chains: Iterable[str]) -> list[Json]:
+    """The elements of `tables` (all of the table or a part of it) and the spread `chains`
+    they need that are not made yet, in an order the kernel takes: a route's chain and
+    slots before the route."""
+    commands: list[Json] = []
     commands += _elements("add", "pod_network", tables.pod_network.items(), is_map=True)
     commands += _elements("add", "pod_sources", tables.pod_sources)
     commands += _elements("add", "members", tables.members)
-    for chain in sorted(chains_of(tables)):
+    for chain in sorted(chains):
         commands += _spread(chain)
     commands += _slot_commands("add", tables.slots, tables.slot_ports)
     commands += _route_commands("add", tables.routes)
     return commands
+
+
+def hooks(*, gateway: str) -> list[Json]:
+    """The last part of a build: the chains hooked into the kernel's paths. Until they
+    are there, nothing in the table sees a packet."""
+    return _hooked_chains(gateway=gateway)
 
 
 def changes(before: Tables, after: Tables) -> list[Json]:
@@ -400,83 +422,87 @@ def _declarations(room: Mapping[str, int]) -> list[Json]:
     ]
 
 
-def _fixed_chains(*, gateway: str) -> list[Json]:
-    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
-    daddr = {"payload": {"protocol": "ip", "field": "daddr"}}
-    l4proto = {"meta": {"key": "l4proto"}}
-    dport = {"payload": {"protocol": "th", "field": "dport"}}
-    mark = {"meta": {"key": "mark"}}
-    iifname = {"meta": {"key": "iifname"}}
-    oifname = {"meta": {"key": "oifname"}}
+_SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
+_IIFNAME = {"meta": {"key": "iifname"}}
+_OIFNAME = {"meta": {"key": "oifname"}}
 
-    def match(left: Json, right: Any, op: str = "==") -> Json:
-        return {"match": {"op": op, "left": left, "right": right}}
 
-    def concat(*parts: Json) -> Json:
-        return {"concat": list(parts)}
+def _match(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
 
-    def rule(chain: str, *expr: Json) -> Json:
-        return {
-            "add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
-        }
 
+def _concat(*parts: Json) -> Json:
+    return {"concat": list(parts)}
+
+
+def _rule(chain: str, *expr: Json) -> Json:
+    return {"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}}
+
+
+def _inner_chains() -> list[Json]:
+    """Pods' forwarded traffic (jumped to from `forward`): what the policy allows, else
+    dropped. Policy is enforced where a connection starts; the overlay carries only what
+    a vrouter let out."""
+    return [
+        {"add": {"chain": _chain("from_pod")}},
+        _rule("from_pod", _match({"ct": {"key": "mark"}}, CT_ALLOWED), {"accept": None}),
+        # NAT's slot counter took the mark; the sender's network number goes back in.
+        _rule(
+            "from_pod",
+            {"mangle": {"key": _MARK, "value": {"map": {"key": _SADDR, "data": "@pod_network"}}}},
+        ),
+        _rule("from_pod", _match(_concat(_MARK, _DADDR), "@members"), {"accept": None}),
+        _rule("from_pod", {"drop": None}),
+    ]
+
+
+def _hooked_chains(*, gateway: str) -> list[Json]:
     def base(name: str, kind: str, hook: str, priority: int, policy: str = "accept") -> Json:
         return {"add": {"chain": _chain(name, type=kind, hook=hook, prio=priority, policy=policy)}}
 
-    established = match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    established = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
     return [
         # Before NAT, while the destination is still the VIP: which network sends.
         base("classify", "filter", "prerouting", -150),
-        rule("classify", match(iifname, VXLAN_IFNAME), {"return": None}),
-        rule(
+        _rule("classify", _match(_IIFNAME, VXLAN_IFNAME), {"return": None}),
+        _rule(
             "classify",
-            match(iifname, POD_IFNAMES),
-            match(concat(iifname, saddr), "@pod_sources", "!="),
+            _match(_IIFNAME, POD_IFNAMES),
+            _match(_concat(_IIFNAME, _SADDR), "@pod_sources", "!="),
             {"drop": None},
         ),
-        rule(
+        _rule(
             "classify",
-            {"mangle": {"key": mark, "value": {"map": {"key": saddr, "data": "@pod_network"}}}},
+            {"mangle": {"key": _MARK, "value": {"map": {"key": _SADDR, "data": "@pod_network"}}}},
         ),
         # A connection's first packet: the network's route to this VIP and port, if it
         # has one, leads to the spread chain that allows and translates it.
         base("dnat", "nat", "prerouting", -100),
-        rule("dnat", {"vmap": {"key": concat(mark, daddr, l4proto, dport), "data": "@vips"}}),
+        _rule("dnat", {"vmap": {"key": _concat(_MARK, _DADDR, _L4PROTO, _DPORT), "data": "@vips"}}),
         # A pod's new connection the node has no route for (a VIP its network has no
         # route to, left untranslated, among them) is dropped, as the policy drops what
         # it denies, not answered by the routing code. Where the node has a default
         # route, such a packet is routed and `forward` drops it.
         base("unrouted", "filter", "prerouting", 0),
-        rule(
+        _rule(
             "unrouted",
-            match({"ct": {"key": "state"}}, "new", "in"),
-            match(iifname, POD_IFNAMES),
-            match({"fib": {"result": "oif", "flags": ["daddr"]}}, False),
+            _match({"ct": {"key": "state"}}, "new", "in"),
+            _match(_IIFNAME, POD_IFNAMES),
+            _match({"fib": {"result": "oif", "flags": ["daddr"]}}, False),
             {"drop": None},
         ),
-        # Pods' traffic: what the policy allows, else dropped. Policy is enforced where a
-        # connection starts; the overlay carries only what a vrouter let out.
-        {"add": {"chain": _chain("from_pod")}},
         base("forward", "filter", "forward", 0),
-        rule("forward", established, {"accept": None}),
-        rule("forward", match(iifname, VXLAN_IFNAME), {"accept": None}),
-        rule("forward", match(iifname, POD_IFNAMES), {"jump": {"target": "from_pod"}}),
-        rule("forward", match(oifname, POD_IFNAMES), {"drop": None}),
-        rule("from_pod", match({"ct": {"key": "mark"}}, CT_ALLOWED), {"accept": None}),
-        # NAT's slot hash took the mark; the sender's network number goes back in.
-        rule(
-            "from_pod",
-            {"mangle": {"key": mark, "value": {"map": {"key": saddr, "data": "@pod_network"}}}},
-        ),
-        rule("from_pod", match(concat(mark, daddr), "@members"), {"accept": None}),
-        rule("from_pod", {"drop": None}),
-        # A pod reaching its own VIP and hashed to itself: the answer must come back
+        _rule("forward", established, {"accept": None}),
+        _rule("forward", _match(_IIFNAME, VXLAN_IFNAME), {"accept": None}),
+        _rule("forward", _match(_IIFNAME, POD_IFNAMES), {"jump": {"target": "from_pod"}}),
+        _rule("forward", _match(_OIFNAME, POD_IFNAMES), {"drop": None}),
+        # A pod reaching its own VIP and sent to itself: the answer must come back
         # through the vrouter to be un-translated, so its source becomes the gateway.
         base("hairpin", "nat", "postrouting", 100),
-        rule(
+        _rule(
             "hairpin",
-            match({"ct": {"key": "status"}}, "dnat", "in"),
-            match(concat(oifname, saddr), "@pod_sources"),
+            _match({"ct": {"key": "status"}}, "dnat", "in"),
+            _match(_concat(_OIFNAME, _SADDR), "@pod_sources"),
             {"snat": {"family": "ip", "addr": gateway}},
         ),
     ]

@@ -15,17 +15,42 @@ from services.agent.program import NODE, NodeProgram, vip_piece
 from tests.services.agent.linux.test_ruleset import Table, program, programs, vip
 
 
+def staged(state: PieceTables, program: NodeProgram, *, per_stage: int) -> list[Any]:
+    """The stages' commands in turn, checking that only the last hooks the table."""
+    stages = list(state.stages(program, per_stage=per_stage))
+    hooked = [
+        [
+            "hook" in body["chain"]
+            for command in stage
+            for body in command.values()
+            if "chain" in body
+        ]
+        for stage in stages
+    ]
+    assert not any(any(stage) for stage in hooked[:-1]), "hooked before the table was whole"
+    assert hooked[-1]
+    assert all(hooked[-1])
+    return [command for stage in stages for command in stage]
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(programs(), min_size=1, max_size=6))
+@given(st.lists(programs(), min_size=1, max_size=6), st.sampled_from([None, 1, 2, 5]))
 def test_piecewise_changes_reach_the_table_a_fresh_build_makes(
-    sequence: list[VrouterConfigured],
+    sequence: list[VrouterConfigured], per_stage: int | None
 ) -> None:
+    """Built in one transaction or in stages of `per_stage` pieces, then changed piece by
+    piece."""
     folded = NodeProgram("node-1")
     state = PieceTables()
     kernel = Table()
     for config in sequence:
         changed = folded.take(config)
-        kernel.apply(state.update(folded, changed) if state.built else state.rebuild(folded))
+        if state.built:
+            kernel.apply(state.update(folded, changed))
+        elif per_stage is None:
+            kernel.apply(state.rebuild(folded))
+        else:
+            kernel.apply(staged(state, folded, per_stage=per_stage))
 
         fresh = Table()
         fresh.apply(full(desired_tables(config, numbers=state.numbers)))
@@ -107,3 +132,25 @@ def test_maps_outgrowing_their_declared_size_are_built_again_with_more_room() ->
     assert commands[:3] == full(state.tables())[:3]
     assert declared(commands)["backend_addr"] == capacity(MIN_CAPACITY + 4) == 4 * MIN_CAPACITY
     assert capacity(0) == MIN_CAPACITY
+
+
+def test_stages_declare_the_room_of_a_whole_build_and_fill_it_a_part_at_a_time() -> None:
+    vips = tuple(vip(f"10.254.0.{n}", 1, 2, 3) for n in range(1, 50))
+    folded = NodeProgram("node-1")
+    folded.take(program(pods={1: "shop/web"}, vips=vips, allows=len(vips)))
+    whole = PieceTables()
+    in_one = whole.rebuild(folded)
+    state = PieceTables()
+    stages = list(state.stages(folded, per_stage=10))
+
+    # The node's piece, a network's, 49 VIPs: the table made, six fillings, the hooks.
+    assert len(stages) == 1 + 6 + 1
+    assert stages[0] == in_one[: len(stages[0])]
+    assert state.tables() == whole.tables()
+    kernel, fresh = Table(), Table()
+    kernel.apply([command for stage in stages for command in stage])
+    fresh.apply(in_one)
+    assert (kernel.sets, kernel.chains) == (fresh.sets, fresh.chains)
+    # Afterwards, changes as after a build in one.
+    changed = folded.take(program(pods={1: "shop/web"}, vips=vips[:-1], allows=len(vips) - 1))
+    assert state.update(folded, changed) == whole.update(folded, changed)

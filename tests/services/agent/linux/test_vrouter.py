@@ -14,7 +14,7 @@ from pyroute2 import IPRoute, netns
 from knm.core.events.vrouter import OverlayConfigured, OverlayNode, VrouterConfigured
 from services.agent.linux.namespaces import NamespaceThread
 from services.agent.linux.ruleset import VXLAN_IFNAME, spread_chain
-from services.agent.linux.vrouter import RTPROT_KNM, Vrouter, vtep_mac
+from services.agent.linux.vrouter import RTPROT_KNM, NftablesError, Vrouter, vtep_mac
 from services.agent.program import NodeProgram
 from tests.services.agent.linux.test_ruleset import program, vip
 
@@ -222,3 +222,55 @@ def test_a_node_without_an_underlay_address_has_no_overlay_device(node: str) -> 
         assert overlay_state(node) == ({}, {}, ["172.16.0.0/24"])
     finally:
         vrouter.vrouter.close()
+
+
+def hooked_chains(name: str) -> list[str]:
+    return sorted(
+        e["chain"]["name"]
+        for e in ruleset(name)["nftables"]
+        if "chain" in e and e["chain"]["table"] == "knm" and "hook" in e["chain"]
+    )
+
+
+def test_a_table_built_in_stages_is_hooked_only_once_whole(
+    node: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's first table is built in stages; a stage the kernel refuses leaves a table
+    nothing is hooked to, which the next program replaces at once."""
+    taken: list[bytes] = []
+    original = nftables.Nftables.cmd
+
+    def refusing_the_second_stage(self: nftables.Nftables, cmdline: Any) -> Any:
+        if isinstance(cmdline, bytes):
+            taken.append(cmdline)
+            if len(taken) == 2:
+                return 1, b"", b"Error: refused for the test"
+        return original(self, cmdline)
+
+    monkeypatch.setattr(nftables.Nftables, "cmd", refusing_the_second_stage)
+    vrouter = Driven(Vrouter(node="node-1", netns=node))
+    try:
+        with pytest.raises(NftablesError, match="refused for the test"):
+            vrouter.program_to(first_program(), THREE)
+        # Declared, not filled, not hooked: no packet meets it.
+        assert len(taken) == 2
+        assert elements(node, "members") == []
+        assert hooked_chains(node) == []
+
+        vrouter.program_to(first_program(), THREE)
+        assert len(taken) == 3  # the table replaced in one transaction
+        assert hooked_chains(node) == ["classify", "dnat", "forward", "hairpin", "unrouted"]
+        assert len(elements(node, "members")) == 2
+    finally:
+        vrouter.vrouter.close()
+    monkeypatch.undo()
+
+    # Built afresh in stages on a node without the table: the same table.
+    replaced = without_handles(ruleset(node))
+    inside(node, lambda: nftables.Nftables().cmd("delete table ip knm"))
+    fresh = Driven(Vrouter(node="node-1", netns=node))
+    try:
+        fresh.program_to(first_program(), THREE)
+        assert without_handles(ruleset(node)) == replaced
+    finally:
+        fresh.vrouter.close()
