@@ -52,6 +52,11 @@ up() {
   if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'knm'")" != 1 ]; then
     psql_admin -c "CREATE ROLE knm LOGIN CREATEDB PASSWORD 'knm'"
   fi
+  # The benchmarks settle what they filled before measuring (`CHECKPOINT`), which needs
+  # this role (PostgreSQL 15 and later).
+  if [ "$(psql_admin -c "SELECT pg_has_role('knm', 'pg_checkpoint', 'member')")" = f ]; then
+    psql_admin -c "GRANT pg_checkpoint TO knm"
+  fi
   if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'knm'")" != 1 ]; then
     psql_admin -c "CREATE DATABASE knm OWNER knm"
   fi

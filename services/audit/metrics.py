@@ -3,6 +3,8 @@ pool usage the database holds, read when scraped."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -150,10 +152,45 @@ class AccessLine(logging.Formatter):
         return json.dumps(line)
 
 
+class TurnBuffered(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines written together once per turn of the event loop they were logged in, instead
+    of a write and a flush each (one per request: ~5 % of a request's CPU on a busy
+    worker). Logged outside a running loop, a line is written at once. A line waits at
+    most for the rest of its turn; what is left at exit is written by logging's own
+    shutdown, which flushes every handler."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock (Handler.handle).
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._lines) > 1:
+            return  # its turn's flush is already asked for
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            if self._lines:
+                lines, self._lines = self._lines, []
+                self.stream.write(self.terminator.join(lines) + self.terminator)
+            super().flush()
+
+
 def lean_access_log() -> None:
     """The access log's lines through their own handler and `AccessLine` (same output as
     knm.core.logs' JSON format, which the caller has configured)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TurnBuffered(sys.stderr)
     handler.setFormatter(AccessLine())
     access.handlers[:] = [handler]
     access.propagate = False
