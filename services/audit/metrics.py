@@ -154,10 +154,10 @@ class AccessLine(logging.Formatter):
 
 class TurnBuffered(logging.StreamHandler):  # type: ignore[type-arg]
     """Lines written together once per turn of the event loop they were logged in, instead
-    of a write and a flush each (one per request: ~5 % of a request's CPU on a busy
-    worker). Logged outside a running loop, a line is written at once. A line waits at
-    most for the rest of its turn; what is left at exit is written by logging's own
-    shutdown, which flushes every handler."""
+    of a write and a flush each (one line per request: 4-6 us of a request's ~300 us of
+    CPU, measured). Logged outside a running loop, a line is written at once. A line
+    waits at most for the rest of its turn; what is left at exit is written by logging's
+    own shutdown, which flushes every handler (a killed process loses that turn's)."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
