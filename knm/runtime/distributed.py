@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,18 +104,21 @@ class WatcherProcess:
         )
 
 
+# Named for the broker's logs; never joined (see read_published).
+RESTORE_GROUP = "knm-watcher-restore"
+
+
 def read_published(bus: KafkaBus, topic: str, *, timeout: float = 120.0) -> Published:
     """The facts topic folded per key, read from its beginning to its end as of now."""
     ends = {tp: end for tp, end in bus.end_offsets(topic).items() if end > 0}
     published = Published()
     if not ends:
         return published
-    # A group of its own that commits nothing: this reads, it does not consume.
-    consumer = bus.consumer(
-        group=f"knm-watcher-restore-{uuid.uuid4().hex[:12]}",
-        topics=[topic],
-        positions=from_beginning,
-    )
+    # Every partition assigned to this reader alone (no keys named): it reads, it does not
+    # consume, so it joins no group and commits nothing. A group of its own cost a join
+    # (the broker's initial rebalance delay, 3 s by default) at every start, and left
+    # an empty group behind.
+    consumer = bus.consumer(group=RESTORE_GROUP, topics=[topic], positions=from_beginning, keys={})
     deadline = time.monotonic() + timeout
     try:
         while ends:

@@ -13,16 +13,26 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient
 from sqlalchemy import select
 
 from bench.synthetic import tiers, write
+from knm.core.bus.kafka import KafkaBus
+from knm.core.bus.protocol import OutgoingMessage
+from knm.core.events.base import Event, envelope
+from knm.core.events.codec import encode
+from knm.core.events.facts import PodDeleted, PodObserved
 from knm.core.settings import Settings
 from knm.core.store.database import create_engine
 from knm.core.store.schema import AddressHistoryRow, table
+from knm.core.topics import TopicSpec
+from knm.lab.backing import delete_topics
+from knm.runtime.distributed import RESTORE_GROUP, read_published
 from knm.runtime.embedded import run_embedded
 from services.allocator.report import plan_document
 from tests.conftest import fresh_postgres_database, required
@@ -241,3 +251,50 @@ def test_restarting_a_server_mid_run_loses_nothing(
     finally:
         codes = run.close()
     assert codes == dict.fromkeys(codes, 0), f"not every process stopped cleanly: {codes}"
+
+
+def restore_groups(bootstrap: str) -> set[str]:
+    """The groups the broker knows that a watcher's read-back made (earlier ones made one
+    of their own, named from RESTORE_GROUP)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        groups = admin.list_groups()
+    finally:
+        admin.close()
+    return {g["group_id"] for g in groups if g["group_id"].startswith(RESTORE_GROUP)}
+
+
+def test_the_watcher_reads_back_what_it_published_without_joining_a_group(
+    kafka_bootstrap: str,
+) -> None:
+    bus = KafkaBus(bootstrap=kafka_bootstrap)
+    topic = f"restore-{uuid.uuid4().hex[:8]}"
+    bus.create_topics([TopicSpec(topic, partitions=4)])
+    try:
+        publisher = bus.publisher()
+        facts: list[tuple[str, Event]] = [
+            (f"Pod/ns/{name}", PodObserved(uid=name, namespace="ns", name=name, node="n"))
+            for name in ("a", "b", "c")
+        ]
+        facts.append(("Pod/ns/b", PodDeleted(uid="b", namespace="ns", name="b")))
+        publisher.publish(
+            [
+                OutgoingMessage(
+                    topic=topic,
+                    key="ns",
+                    value=encode(envelope(event, key=key, occurred_at=datetime.now(UTC))),
+                )
+                for key, event in facts
+            ]
+        )
+        publisher.close()
+
+        before = restore_groups(kafka_bootstrap)
+        published = read_published(bus, topic, timeout=30)
+
+        assert published.records == 4
+        assert set(published.objects) == {"Pod/ns/a", "Pod/ns/c"}
+        assert set(published.last_ids) == {"Pod/ns/a", "Pod/ns/b", "Pod/ns/c"}
+        assert restore_groups(kafka_bootstrap) == before
+    finally:
+        delete_topics(bootstrap=kafka_bootstrap, prefix=topic)
