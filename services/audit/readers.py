@@ -128,15 +128,21 @@ class Nonblocking:
             else:
                 return
 
-    def _next(self) -> list[Request]:
-        """The oldest waiting request and the others for its statement, oldest first; []
-        when every waiting request was cancelled."""
+    def _oldest(self) -> Request | None:
+        """The oldest waiting request still waiting (those cancelled meanwhile dropped),
+        taken off the queue."""
         queue = self._queue
         while queue and queue[0].answer.done():
             queue.popleft()
-        if not queue:
+        return queue.popleft() if queue else None
+
+    def _next(self) -> list[Request]:
+        """The oldest waiting request and the others for its statement, oldest first; []
+        when every waiting request was cancelled."""
+        first = self._oldest()
+        if first is None:
             return []
-        first = queue.popleft()
+        queue = self._queue
         taken = [first]
         if queue and self._batch > 1:
             rest: deque[Request] = deque()
@@ -156,11 +162,9 @@ class Nonblocking:
         except Exception as error:
             self._open -= 1
             # The oldest waiting request learns why; the next one tries again.
-            queue = self._queue
-            while queue and queue[0].answer.done():
-                queue.popleft()
-            if queue:
-                queue.popleft().answer.set_exception(error)
+            oldest = self._oldest()
+            if oldest is not None:
+                oldest.answer.set_exception(error)
             self._dispatch()
             return
         except BaseException:

@@ -54,18 +54,23 @@ class Prepared:
         set_(self, "positions", names)
         # Values fixed in the statement itself (a LIMIT).
         set_(self, "defaults", dict(compiled.construct_params(_check=False) or {}))
-        set_(self, "execute", f"EXECUTE {self.name}({', '.join(['%s'] * len(names))})")
+        set_(self, "execute", _execute(self.name, len(names)))
         batch = batched(self.statement, names).compile(dialect=_POSTGRESQL)
         if tuple(batch.positiontup or ()) != names:
             raise ValueError(f"{self.name}: the batched form takes other parameters")
         set_(self, "batch_name", f"{self.name}_batch")
         set_(self, "batch_sql", batch.string)
-        set_(self, "batch_execute", f"EXECUTE {self.name}_batch({', '.join(['%s'] * len(names))})")
+        set_(self, "batch_execute", _execute(self.batch_name, len(names)))
 
     def parameters(self, values: Mapping[str, Any]) -> list[Any]:
         """`values` and the statement's own fixed ones, in its positional order."""
         given = {**self.defaults, **values} if self.defaults else values
         return [given[name] for name in self.positions]
+
+
+def _execute(name: str, count: int) -> str:
+    """EXECUTE of the prepared statement `name` with `count` parameters (psycopg2's %s)."""
+    return f"EXECUTE {name}({', '.join(['%s'] * count)})"
 
 
 def batched(statement: Select[Any], names: Sequence[str]) -> Select[Any]:
