@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 import httptools
 import uvloop
+from pydantic_core import from_json
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
@@ -235,7 +236,7 @@ class KeepAlive(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._body: list[bytes] = []
-        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
+        self._answer: asyncio.Future[tuple[int, bytes, float]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports have asyncio.Transport's methods, not its class.
@@ -259,11 +260,18 @@ class KeepAlive(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        # The response's time ends here, at its last byte: not after this process's own
+        # checks of it, nor after its turn to resume (the other responses that arrived
+        # with it are handled first).
+        answered = time.monotonic()
         if self._answer is not None and not self._answer.done():
-            self._answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
+            self._answer.set_result(
+                (self._parser.get_status_code(), b"".join(self._body), answered)
+            )
         self._body = []
 
-    async def get(self, request: bytes) -> tuple[int, bytes]:
+    async def get(self, request: bytes) -> tuple[int, bytes, float]:
+        """(status, body, when its last byte was parsed)."""
         assert self._transport is not None
         self._answer = self._loop.create_future()
         self._transport.write(request)
@@ -282,7 +290,7 @@ def request(target: str, port: int) -> bytes:
 
 def check(kind: str, ip: str, status: int, body: bytes) -> None:
     """The status is one the question allows, and the body is the JSON it should be."""
-    answer = json.loads(body)
+    answer = from_json(body)
     if kind == "holder" and status == 200 and answer.get("ip") == ip and "uid" in answer:
         return
     if kind == "holder" and status == 404 and "detail" in answer:
@@ -338,17 +346,17 @@ async def load(
                 else:
                     ns, name = rng.choice(found.pods)
                     target = f"/v1/pods/{ns}/{name}/history"
+            asked = request(target, port)
             if not interval:
                 begun = time.monotonic()
             timings.sent += 1
+            status, body, answered = await connection.get(asked)
             try:
-                status, body = await connection.get(request(target, port))
                 check(kind, ip, status, body)
             except BadAnswerError:
                 timings.errors += 1
-            elapsed = time.monotonic() - begun
             if begun >= counting_from:
-                (timings.holder if kind == "holder" else timings.history).append(elapsed)
+                (timings.holder if kind == "holder" else timings.history).append(answered - begun)
 
     try:
         await asyncio.gather(*(one(n, c) for n, c in enumerate(connections)))

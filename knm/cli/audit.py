@@ -35,10 +35,10 @@ from knm.core import logs
 from knm.core.settings import Settings
 from knm.core.store.database import require_current_schema
 from knm.runtime.process import stop_on_signals
+from services.audit.access_log import lean_access_log
 from services.audit.app import create_app, openapi_text
 from services.audit.database import read_only_engine
 from services.audit.gathered import GatheringProtocol
-from services.audit.metrics import lean_access_log
 from services.audit.models import Holder, Holding
 from services.audit.parsing import (
     TIME_EXAMPLE,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import psycopg2
 from fastapi import FastAPI, Request
+from fastapi.middleware import Middleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from starlette.types import ASGIApp
 
 from knm import __version__
 from knm.core.clock import Clock, utcnow
@@ -33,6 +36,23 @@ its allocation (included) to its release (excluded).
 """
 
 
+class AuditAPI(FastAPI):
+    """FastAPI, with middleware of knm's own (`outer`, outermost first) in front of all of
+    FastAPI's: the shortcut's answers skip the layers FastAPI's routes need (catching
+    their exceptions, limiting request bodies, telemetry), ~4 % of a request's CPU.
+    Every exception is still caught, by uvicorn if not by FastAPI: a 500 either way."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.outer: list[Middleware] = []
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for cls, args, kwargs in reversed(self.outer):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(
     *,
     engine: Engine,
@@ -46,7 +66,7 @@ def create_app(
     busiest routes read through `reader` (by default, the one for `engine`'s database),
     which the caller closes. Without `shortcut`, FastAPI's routes answer every request
     (the tests compare both ways)."""
-    app = FastAPI(
+    app = AuditAPI(
         title="knm audit API",
         version=__version__,
         description=DESCRIPTION,
@@ -63,11 +83,13 @@ def create_app(
     v1.register(app, engine=engine, reader=reader, tokens=tokens, settings=settings, clock=clock)
     ops.register(app, engine=engine, metrics=metrics)
     if shortcut:
-        app.add_middleware(
-            Shortcut, fastapi=app, reader=reader, tokens=tokens, unavailable=v1.UNAVAILABLE
+        app.outer.append(
+            Middleware(
+                Shortcut, fastapi=app, reader=reader, tokens=tokens, unavailable=v1.UNAVAILABLE
+            )
         )
-    # Added last, so outside the shortcut: every request is timed and logged.
-    app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log)
+    # Outside the shortcut: every request is timed and logged.
+    app.outer.insert(0, Middleware(RequestMetrics, metrics=metrics, access_log=access_log))
 
     @app.exception_handler(DBAPIError)
     async def database_unavailable(_request: Request, error: DBAPIError) -> JSONResponse:

@@ -3,11 +3,7 @@ pool usage the database holds, read when scraped."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,11 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from knm.core.clock import Clock
 from knm.core.settings import Settings
 from knm.core.store.schema import AddressHistoryRow, table
+from services.audit.access_log import log_request
 from services.audit.database import reading
 from services.audit.queries.pools import pool_usage
 
 log = logging.getLogger("knm.audit")
-access = logging.getLogger("knm.audit.access")
 
 history = table(AddressHistoryRow)
 
@@ -116,86 +112,6 @@ class DatabaseCollector(Collector):
             self._counted_to = max(self._counted_to, newest)
 
 
-class AccessLine(logging.Formatter):
-    """The JSON line knm's services write (knm.core.logs: time, level, logger, message,
-    then the extra fields), made directly for the access log's one kind of record.
-
-    The general formatter looks through every attribute of each record for extra
-    fields and formats the time from scratch; for a line per request that was a tenth
-    of the API's CPU. Here the fields are known, and the time's text is kept for the
-    second it names.
-    """
-
-    FIELDS = ("method", "path", "status", "duration_ms", "client", "token")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._second = -1
-        self._second_text = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._second_text},{int(record.msecs):03d}"
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name in self.FIELDS:
-            line[name] = record.__dict__.get(name)
-        return json.dumps(line)
-
-
-class TurnBuffered(logging.StreamHandler):  # type: ignore[type-arg]
-    """Lines written together once per turn of the event loop they were logged in, instead
-    of a write and a flush each (one line per request: 4-6 us of a request's ~300 us of
-    CPU, measured). Logged outside a running loop, a line is written at once. A line
-    waits at most for the rest of its turn; what is left at exit is written by logging's
-    own shutdown, which flushes every handler (a killed process loses that turn's)."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # Called under the handler's lock (Handler.handle).
-        try:
-            self._lines.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
-        if len(self._lines) > 1:
-            return  # its turn's flush is already asked for
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        with self.lock or contextlib.nullcontext():
-            if self._lines:
-                lines, self._lines = self._lines, []
-                self.stream.write(self.terminator.join(lines) + self.terminator)
-            super().flush()
-
-
-def lean_access_log() -> None:
-    """The access log's lines through their own handler and `AccessLine` (same output as
-    knm.core.logs' JSON format, which the caller has configured)."""
-    handler = TurnBuffered(sys.stderr)
-    handler.setFormatter(AccessLine())
-    access.handlers[:] = [handler]
-    access.propagate = False
-
-
 class RequestMetrics:
     """ASGI middleware: each request's duration into the histogram, by route template (not
     the path, which would make a series per address), and one access log line.
@@ -237,7 +153,7 @@ class RequestMetrics:
                     scope["method"], route, str(status)
                 )
             series.observe(elapsed)
-            if self._access_log and access.isEnabledFor(logging.INFO):
+            if self._access_log:
                 self._log(scope, status=status, elapsed=elapsed)
 
     def _log(self, scope: Scope, *, status: int, elapsed: float) -> None:
@@ -252,10 +168,4 @@ class RequestMetrics:
             "client": client[0] if client else None,
             "token": state.get("token"),
         }
-        # What `access.info("request", extra=fields)` does, without walking the stack for
-        # the caller's file and line: the caller would always be this line.
-        access.handle(
-            access.makeRecord(
-                access.name, logging.INFO, __file__, 0, "request", (), None, None, fields
-            )
-        )
+        log_request(fields)

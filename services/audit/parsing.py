@@ -51,24 +51,23 @@ def parse_time(text: str) -> datetime:
         raise InvalidValueError(
             f"{text!r} is not an RFC 3339 time with a UTC offset (e.g. {TIME_EXAMPLE})"
         )
-    year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
+    year, month, day, hour, minute, second = map(int, found.group(1, 2, 3, 4, 5, 6))
     fraction, zulu, sign, offset_hours, offset_minutes = found.group(7, 8, 9, 10, 11)
     if second == 60:
         raise InvalidValueError(f"{text!r}: leap seconds are not supported")
-    if zulu is None and (int(offset_hours) > 23 or int(offset_minutes) > 59):
+    utc = zulu is not None or offset_hours == offset_minutes == "00"
+    if not utc and (int(offset_hours) > 23 or int(offset_minutes) > 59):
         raise InvalidValueError(f"{text!r}: the UTC offset is out of range")
     micros = int((fraction[1:] + "000000")[:6]) if fraction else 0
     try:
-        local = datetime(year, month, day, hour, minute, second, micros)
+        local = datetime(year, month, day, hour, minute, second, micros, UTC if utc else None)
     except ValueError as error:
         raise InvalidValueError(f"{text!r} is not a valid time: {error}") from None
-    offset = timedelta(0)
-    if zulu is None:
-        offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
-        if sign == "-":
-            offset = -offset
+    if utc:
+        return local
+    offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
     try:
-        return local.replace(tzinfo=timezone(offset)).astimezone(UTC)
+        return local.replace(tzinfo=timezone(-offset if sign == "-" else offset)).astimezone(UTC)
     except OverflowError:
         # Within hours of year 1 or 9999 in UTC: before or after anything recorded.
         return _EARLIEST if local.year == 1 else _LATEST

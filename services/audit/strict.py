@@ -1,5 +1,7 @@
 """Query parameters a route does not take are refused (422), not ignored: a misspelt
-`?form=` would otherwise answer a different question than the one asked."""
+`?form=` would otherwise answer a different question than the one asked. So is a
+parameter given twice: every one is a single value, and FastAPI would silently answer
+for one of the two."""
 
 from __future__ import annotations
 
@@ -29,17 +31,27 @@ class DeclaredQueries:
                 )
         route = getattr(request.scope.get("route"), "path", None)
         names = self._taken.get(route, frozenset()) if route else frozenset()
-        unknown = sorted(set(request.query_params) - names)
-        if unknown:
-            accepted = ", ".join(sorted(names)) or "none"
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "unknown_parameter",
-                        "loc": ("query", name),
-                        "msg": f"unknown query parameter {name!r}; this route takes: {accepted}",
-                        "input": request.query_params[name],
-                    }
-                    for name in unknown
-                ]
-            )
+        given = request.query_params
+        unknown = sorted(set(given) - names)
+        accepted = ", ".join(sorted(names)) or "none"
+        errors = [
+            {
+                "type": "unknown_parameter",
+                "loc": ("query", name),
+                "msg": f"unknown query parameter {name!r}; this route takes: {accepted}",
+                "input": given[name],
+            }
+            for name in unknown
+        ]
+        errors += [
+            {
+                "type": "repeated_parameter",
+                "loc": ("query", name),
+                "msg": f"query parameter {name!r} is given more than once; give it once",
+                "input": given.getlist(name),
+            }
+            for name in sorted(set(given) & names)
+            if len(given.getlist(name)) > 1
+        ]
+        if errors:
+            raise RequestValidationError(errors)

@@ -35,6 +35,7 @@ def test_rfc3339_times_are_read_as_the_instant_they_name(moment: datetime, minut
         ("2026-11-27T14:02:00Z", datetime(2026, 11, 27, 14, 2, tzinfo=UTC)),
         ("2026-11-27t14:02:00z", datetime(2026, 11, 27, 14, 2, tzinfo=UTC)),
         ("2026-11-27 14:02:00+01:00", datetime(2026, 11, 27, 13, 2, tzinfo=UTC)),
+        ("2026-11-27T14:02:00-00:00", datetime(2026, 11, 27, 14, 2, tzinfo=UTC)),
         ("2026-11-27T14:02:00.5Z", datetime(2026, 11, 27, 14, 2, 0, 500_000, tzinfo=UTC)),
         # Beyond microseconds, the database's precision: cut, not rounded.
         ("2026-11-27T14:02:00.1234569Z", datetime(2026, 11, 27, 14, 2, 0, 123_456, tzinfo=UTC)),

@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic_core import to_json
 from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
@@ -29,7 +32,7 @@ from services.audit.queries.addresses import (
 from services.audit.queries.objects import POD_LINES, pod_history_fields
 from services.audit.queries.prepared import rows
 from services.audit.readers import reader_for
-from services.audit.shortcut import Shortcut
+from services.audit.shortcut import DeclinedError, Shortcut, _query
 from tests.services.audit.conftest import AUTH, TOKEN, TOKEN_HASH
 from tests.services.audit.timeline import T0, Timeline, at
 
@@ -207,3 +210,14 @@ def test_the_answers_fields_serialize_as_their_models(
             checked["pod"] += 1
     engine.dispose()
     assert min(checked.values()) >= 5, checked
+
+
+@given(st.text(alphabet=st.sampled_from("ab=&+%20é;"), max_size=12))
+def test_the_query_string_is_read_as_starlette_reads_it(text: str) -> None:
+    raw = text.encode("utf-8")
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    if len(dict(pairs)) != len(pairs):
+        with pytest.raises(DeclinedError):
+            _query(raw)
+    else:
+        assert _query(raw) == dict(pairs)

@@ -46,12 +46,19 @@ CASES = [
         "unknown query parameter 'form'",
     ),
     ("/v1/pools", {"at": "2026-11-27T10:00:00Z"}, "this route takes: none"),
+    # Every parameter is one value: given twice, which one counts is not guessed.
+    ("/v1/networks", {"namespace": ["shop", "web"]}, "'namespace' is given more than once"),
+    (
+        "/v1/ips/10.0.0.1/holder",
+        {"at": ["2026-11-27T10:00:00Z", "2026-11-27T10:00:01Z"]},
+        "'at' is given more than once",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("path", "params", "message"), CASES)
 def test_malformed_input_gets_422_saying_what_is_wrong(
-    client: TestClient, path: str, params: dict[str, str], message: str
+    client: TestClient, path: str, params: dict[str, str | list[str]], message: str
 ) -> None:
     response = client.get(path, params=params)
     assert response.status_code == 422, response.text
