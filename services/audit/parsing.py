@@ -44,6 +44,18 @@ def parse_ip(text: str) -> IPv4Address:
         ) from None
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+
+def ip_text(text: str) -> str:
+    """`str(parse_ip(text))`: an address is written only one way (no leading zeros), so
+    one that matches that way is its own text, found without building an IPv4Address."""
+    if _IPV4.fullmatch(text):
+        return text
+    return str(parse_ip(text))
+
+
 def parse_time(text: str) -> datetime:
     """An RFC 3339 time, in UTC; microseconds are the database's precision."""
     found = _RFC3339.fullmatch(text)

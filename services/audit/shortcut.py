@@ -33,7 +33,7 @@ from services.audit.parsing import (
     InvalidValueError,
     check_label,
     check_subdomain,
-    parse_ip,
+    ip_text,
     parse_time,
 )
 from services.audit.queries.addresses import (
@@ -151,10 +151,10 @@ class Shortcut:
             raise DeclinedError from None
         raise DeclinedError
 
-    def _holder(self, ip_text: str, query: Mapping[str, str]) -> Question:
+    def _holder(self, address: str, query: Mapping[str, str]) -> Question:
         if query.keys() != {"at"}:
             raise DeclinedError
-        ip = str(parse_ip(ip_text))
+        ip = ip_text(address)
         at = parse_time(query["at"])
 
         async def answer() -> Answer:
@@ -165,10 +165,10 @@ class Shortcut:
 
         return answer
 
-    def _address_history(self, ip_text: str, query: Mapping[str, str]) -> Question:
+    def _address_history(self, address: str, query: Mapping[str, str]) -> Question:
         if not query.keys() <= {"from", "to", "limit"}:
             raise DeclinedError
-        ip = str(parse_ip(ip_text))
+        ip = ip_text(address)
         since = _time(query.get("from"))
         until = _time(query.get("to"))
         limit = _limit(query.get("limit"))

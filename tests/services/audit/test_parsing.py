@@ -11,6 +11,7 @@ from services.audit.parsing import (
     InvalidValueError,
     check_label,
     check_subdomain,
+    ip_text,
     parse_ip,
     parse_time,
     split_object,
@@ -111,3 +112,14 @@ def test_anything_else_is_refused(text: str) -> None:
     except InvalidValueError:
         return
     assert cursor.encode(seq) == text
+
+
+@given(st.text(alphabet="0123456789.", max_size=16) | st.ip_addresses(v=4).map(str) | st.text())
+def test_an_address_s_text_is_what_the_address_writes(text: str) -> None:
+    try:
+        expected = str(parse_ip(text))
+    except InvalidValueError:
+        with pytest.raises(InvalidValueError):
+            ip_text(text)
+    else:
+        assert ip_text(text) == expected
