@@ -11,7 +11,9 @@ clients alternate the two questions the API exists for: who held address X at T
 (`/v1/ips/{ip}/holder`, a random used address at a random instant of the month) and a
 history (`/v1/ips/{ip}/history` and `/v1/pods/{ns}/{name}/history`, in turn). Each
 client sends its next request when the last is answered (closed loop), or with `--rate`
-on a fixed schedule (open loop); the first `--warmup` seconds are not counted.
+on a fixed schedule (open loop); the first `--warmup` seconds are not counted. A
+request's time ends when its response's last byte is parsed, before this process checks
+the answer.
 
 Prints one JSON line: `holder_p99_ms`, `history_p99_ms`, `rps`, and their context.
 """
