@@ -53,7 +53,11 @@ class AccessLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {name: record.__dict__.get(name) for name in self.FIELDS}
         return self.line(
-            self.formatTime(record), fields, level=record.levelname, message=record.getMessage()
+            self.formatTime(record),
+            fields,
+            level=record.levelname,
+            logger=record.name,
+            message=record.getMessage(),
         )
 
     def line(
@@ -62,9 +66,10 @@ class AccessLine(logging.Formatter):
         fields: Mapping[str, Any],
         *,
         level: str = "INFO",
+        logger: str = access.name,
         message: str = MESSAGE,
     ) -> str:
-        head = {"time": time_text, "level": level, "logger": access.name, "message": message}
+        head = {"time": time_text, "level": level, "logger": logger, "message": message}
         # `str` for a value JSON has no form for, as knm.core.logs' formatter does.
         return to_json({**head, **fields}, fallback=str).decode()
 
