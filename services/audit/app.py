@@ -82,14 +82,14 @@ def create_app(
     tokens = Tokens(settings.audit_token_hashes)
     v1.register(app, engine=engine, reader=reader, tokens=tokens, settings=settings, clock=clock)
     ops.register(app, engine=engine, metrics=metrics)
+    # Outside the shortcut: every request is timed and logged.
+    app.outer.append(Middleware(RequestMetrics, metrics=metrics, access_log=access_log))
     if shortcut:
         app.outer.append(
             Middleware(
                 Shortcut, fastapi=app, reader=reader, tokens=tokens, unavailable=v1.UNAVAILABLE
             )
         )
-    # Outside the shortcut: every request is timed and logged.
-    app.outer.insert(0, Middleware(RequestMetrics, metrics=metrics, access_log=access_log))
 
     @app.exception_handler(DBAPIError)
     async def database_unavailable(_request: Request, error: DBAPIError) -> JSONResponse:

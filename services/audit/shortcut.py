@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 import psycopg2
 from fastapi import FastAPI
@@ -200,12 +200,7 @@ def _query(raw: bytes) -> dict[str, str]:
     its values counts is FastAPI's to decide)."""
     if not raw:
         return {}
-    text = raw.decode("latin-1")
-    if "&" not in text:
-        # One name (the holder's `at`): what parse_qsl makes of it, without its loop.
-        name, _, value = text.replace("+", " ").partition("=")
-        return {unquote(name): unquote(value)}
-    pairs = parse_qsl(text, keep_blank_values=True)
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     found = dict(pairs)
     if len(found) != len(pairs):
         raise DeclinedError
